@@ -161,10 +161,6 @@ class HybridGRUConfig(PreTrainedConfig):
         if not 0.0 <= self.attention_dropout < 1.0:
             raise ValueError(f"`attention_dropout` must be in [0, 1), got {self.attention_dropout}.")
 
-    @property
-    def is_causal(self) -> bool:
-        return not self.bidirectional
-
 
 def layer_types_from_pattern(block_pattern: str, num_hidden_layers: int) -> list[str]:
     """Tiles `block_pattern` over the layers: `("GGA", 4)` -> G, G, A, G as transformers layer types."""

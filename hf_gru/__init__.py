@@ -1,0 +1,56 @@
+"""hf_gru: a hybrid GRU-Transformer model family for Hugging Face transformers.
+
+Importing the package registers model_type ``hybrid_gru`` with the Auto classes, so ``AutoConfig``,
+``AutoModel``, ``AutoModelForCausalLM`` and the other heads build and load HybridGRU models.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
+
+from .configuration_hybrid_gru import HybridGRUConfig
+from .modeling_hybrid_gru import (
+    HybridGRUForCausalLM,
+    HybridGRUForQuestionAnswering,
+    HybridGRUForSequenceClassification,
+    HybridGRUForTokenClassification,
+    HybridGRUModel,
+    HybridGRUPreTrainedModel,
+)
+
+__version__ = "0.1.0"
+
+_AUTO_CLASSES = {
+    AutoModel: HybridGRUModel,
+    AutoModelForCausalLM: HybridGRUForCausalLM,
+    AutoModelForSequenceClassification: HybridGRUForSequenceClassification,
+    AutoModelForTokenClassification: HybridGRUForTokenClassification,
+    AutoModelForQuestionAnswering: HybridGRUForQuestionAnswering,
+}
+
+
+def _register(auto_classes: dict) -> None:
+    """Registers each class with its Auto class, and marks it as shareable remote code (auto_map + source files)."""
+    for auto_class, model_class in auto_classes.items():
+        auto_class.register(HybridGRUConfig, model_class, exist_ok=True)
+        model_class.register_for_auto_class(auto_class.__name__)
+
+
+AutoConfig.register(HybridGRUConfig.model_type, HybridGRUConfig, exist_ok=True)
+HybridGRUConfig.register_for_auto_class()
+_register(_AUTO_CLASSES)
+
+__all__ = [
+    "HybridGRUConfig",
+    "HybridGRUPreTrainedModel",
+    "HybridGRUModel",
+    "HybridGRUForCausalLM",
+    "HybridGRUForSequenceClassification",
+    "HybridGRUForTokenClassification",
+    "HybridGRUForQuestionAnswering",
+]
