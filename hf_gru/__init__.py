@@ -10,6 +10,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
+    AutoModelForTimeSeriesPrediction,
     AutoModelForTokenClassification,
 )
 
@@ -22,6 +23,7 @@ from .modeling_hybrid_gru import (
     HybridGRUModel,
     HybridGRUPreTrainedModel,
 )
+from .modeling_hybrid_gru_time_series import HybridGRUForTimeSeriesPrediction
 
 __version__ = "0.1.0"
 
@@ -44,6 +46,7 @@ def _register(auto_classes: dict) -> None:
 AutoConfig.register(HybridGRUConfig.model_type, HybridGRUConfig, exist_ok=True)
 HybridGRUConfig.register_for_auto_class()
 _register(_AUTO_CLASSES)
+_register({AutoModelForTimeSeriesPrediction: HybridGRUForTimeSeriesPrediction})
 
 __all__ = [
     "HybridGRUConfig",
@@ -53,4 +56,5 @@ __all__ = [
     "HybridGRUForSequenceClassification",
     "HybridGRUForTokenClassification",
     "HybridGRUForQuestionAnswering",
+    "HybridGRUForTimeSeriesPrediction",
 ]

@@ -1,0 +1,293 @@
+"""HybridGRUForTimeSeriesPrediction: multi-horizon forecasting with the HybridGRU backbone.
+
+Follows transformers' `PatchTSTForPrediction` conventions (`past_values`, `past_observed_mask`, `future_values`,
+`prediction_outputs`, `loc`/`scale`, `generate()` returning sample paths). Each channel is forecast as its own
+univariate series with shared weights (channel independence, as PatchTST). A series is scaled per window over its
+observed points, cut into patches of `patch_length` steps (the embedding of a patch sees its values and its observed
+mask), run through the causal backbone, and the state after the last patch is projected to the whole horizon.
+Because the forecast reads only that last state, a series can be fed in chunks with the backbone's cache and gives
+the same forecast as one call over the whole context (see `forward`).
+
+This file is remote code (copied next to checkpoints by `save_pretrained`): it imports only torch, transformers and
+its sibling modules.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import SampleTSPredictionOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
+
+from .configuration_hybrid_gru import HybridGRUConfig
+from .modeling_hybrid_gru import HybridGRUModel, HybridGRUPreTrainedModel
+
+MINIMUM_SCALE = 1e-5  # as PatchTST's std scaler: keeps constant series finite
+
+
+@dataclass
+class HybridGRUForTimeSeriesPredictionOutput(ModelOutput):
+    r"""
+    Output of [`HybridGRUForTimeSeriesPrediction`], named as `PatchTSTForPredictionOutput`.
+
+    loss (`torch.Tensor` of shape `()`, *optional*, returned when `future_values` is given):
+        MSE, MAE or Student-t negative log-likelihood, averaged over the observed future points, computed in scaled
+        units (the target is scaled with the context's `loc`/`scale`) so series of different magnitudes weigh alike.
+    prediction_outputs (`torch.Tensor` of shape `(batch_size, prediction_length, num_input_channels)`):
+        Point forecast in the original units (for `loss="nll"`: the location of the Student-t, its median).
+    distribution_params (`tuple[torch.Tensor]`, *optional*, with `loss="nll"`):
+        Student-t `(df, loc, scale)` in scaled units, each of shape `(batch_size, prediction_length, channels)`.
+    loc, scale (`torch.Tensor` of shape `(batch_size, 1, num_input_channels)`):
+        Scaling statistics used: `original = scaled * scale + loc`. Pass them back with `cache` when streaming.
+    cache (`Cache`, *optional*, returned when `use_cache=True`):
+        The backbone state after the last patch; pass it to the next call to continue the series.
+    """
+
+    loss: torch.Tensor | None = None
+    prediction_outputs: torch.Tensor | None = None
+    distribution_params: tuple[torch.Tensor, ...] | None = None
+    loc: torch.Tensor | None = None
+    scale: torch.Tensor | None = None
+    cache: Cache | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+def check_series(name: str, values: torch.Tensor | None, mask: torch.Tensor | None, length: int | None, channels: int):
+    """ValueErrors for a bad `past_values`/`future_values` and its observed mask, naming the tensor."""
+    if values is None:
+        return
+    if values.ndim != 3 or values.shape[-1] != channels or values.shape[1] == 0:
+        raise ValueError(
+            f"`{name}` must have shape (batch, {length or 'seq_len'}, num_input_channels={channels}), "
+            f"got {tuple(values.shape)}."
+        )
+    if length is not None and values.shape[1] != length:
+        raise ValueError(f"`{name}` must have {length} time steps (prediction_length), got {values.shape[1]}.")
+    mask_name = name.replace("values", "observed_mask")
+    if mask is not None and mask.shape != values.shape:
+        raise ValueError(f"`{mask_name}` has shape {tuple(mask.shape)} but `{name}` has {tuple(values.shape)}.")
+    finite = torch.isfinite(values)
+    if mask is None and not finite.all():
+        raise ValueError(
+            f"`{name}` contains {(~finite).sum().item()} NaN or inf values; mark missing points with `{mask_name}` "
+            "(1 = observed, 0 = missing)."
+        )
+    if mask is not None and not (finite | ~mask.bool()).all():
+        raise ValueError(f"`{name}` contains NaN or inf values at points that `{mask_name}` marks as observed.")
+
+
+def scaling_statistics(
+    values: torch.Tensor, observed: torch.Tensor, scaling: str | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-series `loc`, `scale` (B, 1, C) over the observed points of `values` (B, T, C); missing points are ignored.
+
+    "std": mean and standard deviation; "mean": zero loc and the mean absolute value (as GluonTS/PatchTST); None: 0, 1.
+    A series with no observed point gets loc 0 and scale 1.
+    """
+    count = observed.sum(1, keepdim=True)
+    if scaling is None:
+        return torch.zeros_like(count), torch.ones_like(count)
+    denominator = count.clamp(min=1.0)
+    if scaling == "mean":
+        scale = (values.abs() * observed).sum(1, keepdim=True) / denominator
+        scale = torch.where(count > 0, scale, torch.ones_like(scale)).clamp(min=MINIMUM_SCALE)
+        return torch.zeros_like(scale), scale
+    loc = (values * observed).sum(1, keepdim=True) / denominator
+    variance = (((values - loc) * observed) ** 2).sum(1, keepdim=True) / denominator
+    scale = torch.where(count > 0, torch.sqrt(variance + MINIMUM_SCALE), torch.ones_like(variance))
+    return loc, scale
+
+
+def masked_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mean of `values` over the points where `weights` is 1 (0 when none is)."""
+    return (values * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+class HybridGRUPatchEmbedding(nn.Module):
+    """(B*C, T) values and observed mask -> (B*C, T / patch_length, hidden) tokens, one per patch.
+
+    The series is left-padded to a whole number of patches with unobserved zeros, so the last patch always ends at
+    the last time step (the one the forecast starts from).
+    """
+
+    def __init__(self, config: HybridGRUConfig):
+        super().__init__()
+        self.patch_length = config.patch_length
+        self.proj = nn.Linear(2 * config.patch_length, config.hidden_size)
+
+    def forward(self, values: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        pad = -values.shape[1] % self.patch_length
+        values, observed = F.pad(values, (pad, 0)), F.pad(observed, (pad, 0))
+        patches = torch.cat(
+            [values.unflatten(1, (-1, self.patch_length)), observed.unflatten(1, (-1, self.patch_length))], dim=-1
+        )  # (B*C, N, 2 * patch_length)
+        return self.proj(patches)
+
+
+class HybridGRUForTimeSeriesPrediction(HybridGRUPreTrainedModel):
+    r"""
+    Forecasts `prediction_length` steps of `num_input_channels` series from their past.
+
+    Inputs follow `PatchTSTForPrediction`. Config: `context_length` (the context length to train with; the backbone
+    is recurrent, so `forward` accepts any length), `prediction_length`, `num_input_channels`, `patch_length` (time
+    steps per token), `scaling` (`"std"`, `"mean"` or None), `loss` (`"mse"`, `"mae"`, or `"nll"` for a Student-t
+    head whose paths `generate()` samples), `num_parallel_samples`. The token embedding table of the backbone is not
+    used: configs made for this head can set `vocab_size=1`.
+
+    ```python
+    >>> import torch
+    >>> from hf_gru import HybridGRUConfig, HybridGRUForTimeSeriesPrediction
+    >>> config = HybridGRUConfig(vocab_size=1, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    ...     num_attention_heads=4, block_pattern="GA", context_length=48, prediction_length=12, patch_length=4)
+    >>> model = HybridGRUForTimeSeriesPrediction(config)
+    >>> model(past_values=torch.randn(2, 48, 1)).prediction_outputs.shape
+    torch.Size([2, 12, 1])
+    ```
+    """
+
+    def __init__(self, config: HybridGRUConfig):
+        super().__init__(config)
+        self.model = HybridGRUModel(config)  # built directly: remote code cannot call AutoModel without trust
+        self.patch_embedding = HybridGRUPatchEmbedding(config)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        num_outputs = 3 if config.loss == "nll" else 1  # Student-t: df, loc, scale per step
+        self.head = nn.Linear(config.hidden_size, num_outputs * config.prediction_length)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        past_values: torch.Tensor,
+        past_observed_mask: torch.Tensor | None = None,
+        future_values: torch.Tensor | None = None,
+        future_observed_mask: torch.Tensor | None = None,
+        loc: torch.Tensor | None = None,
+        scale: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> HybridGRUForTimeSeriesPredictionOutput:
+        r"""
+        past_values (`torch.Tensor` of shape `(batch_size, seq_len, num_input_channels)`):
+            The context, in original units. Missing points may hold NaN if `past_observed_mask` marks them.
+        past_observed_mask (`torch.Tensor` of the same shape, *optional*):
+            1 for observed points, 0 for missing ones. Missing points are zeroed, flagged to the model, and left out
+            of the scaling statistics.
+        future_values (`torch.Tensor` of shape `(batch_size, prediction_length, num_input_channels)`, *optional*):
+            Targets for the loss; `future_observed_mask` (same shape) leaves missing targets out of it.
+        loc, scale (`torch.Tensor` of shape `(batch_size, 1, num_input_channels)`, *optional*):
+            Scaling statistics to use instead of computing them from `past_values` (e.g. fit on training data).
+        cache (`Cache`, *optional*), use_cache (`bool`, *optional*):
+            Streaming. The first call passes `use_cache=True`; each later call passes the next chunk with the
+            previous output's `cache`, `loc` and `scale` (the statistics are frozen at the first chunk, or supplied).
+            Chunks after the first must hold a whole number of patches. The forecast after the last chunk equals one
+            call over the concatenated context with the same `loc` and `scale`.
+        """
+        config = self.config
+        check_series("past_values", past_values, past_observed_mask, None, config.num_input_channels)
+        check_series("future_values", future_values, future_observed_mask, config.prediction_length,
+                     config.num_input_channels)  # fmt: skip
+        self._check_streaming(past_values, loc, scale, cache, use_cache)
+
+        observed = torch.ones_like(past_values) if past_observed_mask is None else past_observed_mask.to(past_values)
+        values = torch.where(observed.bool(), past_values, torch.zeros_like(past_values))  # NaN-free
+        if loc is None or scale is None:
+            loc, scale = scaling_statistics(values, observed, config.scaling)
+        scaled = (values - loc) / scale * observed  # (B, T, C)
+
+        batch, _, channels = past_values.shape
+        tokens = self.patch_embedding(scaled.transpose(1, 2).flatten(0, 1), observed.transpose(1, 2).flatten(0, 1))
+        outputs = self.model(inputs_embeds=tokens, cache=cache, use_cache=use_cache, **kwargs)  # (B*C, N, D)
+        hidden = outputs.last_hidden_state
+        summary = hidden.mean(1) if config.bidirectional else hidden[:, -1]  # (B*C, D)
+        head_out = self.head(self.dropout(summary)).view(batch, channels, -1, config.prediction_length)
+        head_out = head_out.permute(2, 0, 3, 1)  # (num_outputs, B, H, C)
+
+        distribution_params = None
+        if config.loss == "nll":
+            distribution_params = student_t_domain(*head_out)
+            point = distribution_params[1]
+        else:
+            point = head_out[0]
+
+        loss = None
+        if future_values is not None:
+            loss = self._loss(point, distribution_params, future_values, future_observed_mask, loc, scale)
+        return HybridGRUForTimeSeriesPredictionOutput(
+            loss=loss,
+            prediction_outputs=point * scale + loc,
+            distribution_params=distribution_params,
+            loc=loc,
+            scale=scale,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    def _check_streaming(self, past_values, loc, scale, cache, use_cache) -> None:
+        if (loc is None) != (scale is None):
+            raise ValueError("Pass both `loc` and `scale` or neither.")
+        for name, stat in (("loc", loc), ("scale", scale)):
+            expected = (past_values.shape[0], 1, self.config.num_input_channels)
+            if stat is not None and stat.shape != expected:
+                raise ValueError(f"`{name}` must have shape {expected}, got {tuple(stat.shape)}.")
+        if (use_cache or cache is not None) and self.config.bidirectional:
+            raise ValueError("Streaming (`cache`/`use_cache`) needs a causal backbone; the config is bidirectional.")
+        if cache is None:
+            return
+        if self.config.scaling is not None and loc is None:
+            raise ValueError(
+                "Continuing a stream (`cache` given) needs the scaling statistics of its first chunk: pass `loc` and "
+                "`scale` from the previous output (or statistics fit on training data)."
+            )
+        if past_values.shape[1] % self.config.patch_length:
+            raise ValueError(
+                f"A chunk continuing a stream must hold whole patches: `past_values` has {past_values.shape[1]} "
+                f"steps, not a multiple of patch_length={self.config.patch_length}."
+            )
+
+    def _loss(self, point, distribution_params, future_values, future_observed_mask, loc, scale) -> torch.Tensor:
+        observed = torch.ones_like(future_values) if future_observed_mask is None else future_observed_mask.to(point)
+        target = torch.where(observed.bool(), (future_values - loc) / scale, torch.zeros_like(future_values))
+        if self.config.loss == "nll":
+            df, mu, sigma = distribution_params
+            per_point = -torch.distributions.StudentT(df, mu, sigma).log_prob(target)
+        elif self.config.loss == "mae":
+            per_point = (point - target).abs()
+        else:
+            per_point = (point - target) ** 2
+        return masked_mean(per_point, observed)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        past_values: torch.Tensor,
+        past_observed_mask: torch.Tensor | None = None,
+        num_parallel_samples: int | None = None,
+        **kwargs,
+    ) -> SampleTSPredictionOutput:
+        """Forecast paths `sequences` (batch, samples, prediction_length, channels) in original units.
+
+        With `loss="nll"`, `num_parallel_samples` (default: the config's) draws from the Student-t head; with a point
+        loss the single point forecast is returned as one sample, as `PatchTSTForPrediction.generate` does.
+        """
+        outputs = self(past_values=past_values, past_observed_mask=past_observed_mask, **kwargs)
+        if outputs.distribution_params is None:
+            return SampleTSPredictionOutput(sequences=outputs.prediction_outputs.unsqueeze(1))
+        num_samples = num_parallel_samples or self.config.num_parallel_samples
+        df, mu, sigma = outputs.distribution_params
+        samples = torch.distributions.StudentT(df, mu, sigma).sample((num_samples,))  # (S, B, H, C), scaled
+        samples = samples * outputs.scale + outputs.loc
+        return SampleTSPredictionOutput(sequences=samples.transpose(0, 1))
+
+
+def student_t_domain(df: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Maps raw head outputs to Student-t parameters: df > 2 (finite variance), scale > 0 (as GluonTS)."""
+    return 2.0 + F.softplus(df), loc, F.softplus(scale).clamp(min=torch.finfo(scale.dtype).eps)
+
+
+__all__ = ["HybridGRUForTimeSeriesPrediction", "HybridGRUForTimeSeriesPredictionOutput"]
