@@ -8,6 +8,7 @@ from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForCausalLM,
+    AutoModelForCTC,
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoModelForTimeSeriesPrediction,
@@ -23,6 +24,7 @@ from .modeling_hybrid_gru import (
     HybridGRUModel,
     HybridGRUPreTrainedModel,
 )
+from .modeling_hybrid_gru_ctc import HybridGRUForCTC
 from .modeling_hybrid_gru_time_series import HybridGRUForTimeSeriesPrediction
 
 __version__ = "0.1.0"
@@ -47,6 +49,7 @@ AutoConfig.register(HybridGRUConfig.model_type, HybridGRUConfig, exist_ok=True)
 HybridGRUConfig.register_for_auto_class()
 _register(_AUTO_CLASSES)
 _register({AutoModelForTimeSeriesPrediction: HybridGRUForTimeSeriesPrediction})
+_register({AutoModelForCTC: HybridGRUForCTC})
 
 __all__ = [
     "HybridGRUConfig",
@@ -57,4 +60,5 @@ __all__ = [
     "HybridGRUForTokenClassification",
     "HybridGRUForQuestionAnswering",
     "HybridGRUForTimeSeriesPrediction",
+    "HybridGRUForCTC",
 ]
