@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.cache_utils import Cache, DynamicCache
+from transformers.cache_utils import Cache, DynamicCache, LinearAttentionCacheLayerMixin
 from transformers.generation import GenerationMixin
 from transformers.masking_utils import (
     create_bidirectional_mask,
@@ -329,9 +329,10 @@ class HybridGRUAttention(nn.Module):
         if cache is not None and self.is_causal:
             key, value = cache.update(key, value, self.layer_idx)
 
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
+        implementation = self.config._attn_implementation
+        if kwargs.get("output_attentions") and implementation == "sdpa":
+            implementation = "eager"  # SDPA never materialises the weights; this call asked for them
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         attn_output, attn_weights = attention_interface(
             self,
             query,
@@ -446,39 +447,147 @@ class HybridGRUPreTrainedModel(PreTrainedModel):
         return result
 
 
-def check_inputs(config: HybridGRUConfig, input_ids, inputs_embeds, attention_mask) -> None:
-    """Boundary checks that turn deep torch errors (IndexError, CUDA asserts) into ValueErrors naming the value."""
+def check_inputs(
+    config: HybridGRUConfig,
+    input_ids: torch.Tensor | None,
+    inputs_embeds: torch.Tensor | None,
+    attention_mask: torch.Tensor | dict | None,
+    position_ids: torch.Tensor | None = None,
+    cache: Cache | None = None,
+    dtype: torch.dtype | None = None,
+) -> None:
+    """Boundary checks: a ValueError naming the argument and its bad value, never an IndexError or a CUDA device
+    assert from deep inside torch. `dtype` is the model's; `inputs_embeds` must match it outside autocast.
+
+    Accepted on purpose: sequences longer than `max_position_embeddings` (attention uses RoPE, which has no position
+    table to overflow and extrapolates past the trained length, with whatever quality the model has there; GRU layers
+    have no length limit, which lets a stream run through the cache indefinitely), and `attention_mask` rows that are
+    all padding (a chunked prefill of a left-padded batch feeds such chunks). Checks that read tensor values cost one
+    host sync each and are skipped while torch.compile traces.
+    """
     if (input_ids is None) == (inputs_embeds is None):
         both = "both" if input_ids is not None else "neither"
         raise ValueError(f"Pass exactly one of `input_ids` or `inputs_embeds`; got {both}.")
     if input_ids is not None:
-        if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
-            raise ValueError(f"`input_ids` must be an integer tensor, got dtype {input_ids.dtype}.")
-        if input_ids.ndim != 2:
-            raise ValueError(f"`input_ids` must be 2-D (batch, seq_len), got shape {tuple(input_ids.shape)}.")
-        if input_ids.shape[1] == 0:
-            raise ValueError(f"`input_ids` is an empty sequence: shape {tuple(input_ids.shape)}.")
-        if not is_torchdynamo_compiling() and input_ids.numel():
-            low, high = input_ids.min().item(), input_ids.max().item()
-            if low < 0 or high >= config.vocab_size:
-                bad = low if low < 0 else high
-                raise ValueError(f"`input_ids` contains token id {bad}, outside [0, vocab_size={config.vocab_size}).")
+        _check_input_ids(config, input_ids)
     else:
-        if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != config.hidden_size:
+        _check_inputs_embeds(config, inputs_embeds, dtype)
+    batch, seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
+    if config.bidirectional:
+        cache = None  # the model ignores it: an encoder sees the whole sequence at once
+    if cache is not None:
+        _check_cache(config, cache)
+    if attention_mask is not None and not isinstance(attention_mask, dict):  # dict: per-layer masks from generate()
+        past = None  # unknown for an all-GRU cache: it counts no tokens
+        if cache is None:
+            past = 0
+        elif any(t != "linear_attention" for t in config.layer_types):
+            past = cache.get_seq_length()
+        _check_attention_mask(attention_mask, batch, seq_len, past)
+    if position_ids is not None:
+        _check_position_ids(position_ids, batch, seq_len)
+
+
+def _check_tensor(name: str, value) -> None:
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"`{name}` must be a torch.Tensor, got {type(value).__name__}.")
+
+
+def _check_input_ids(config: HybridGRUConfig, input_ids: torch.Tensor) -> None:
+    _check_tensor("input_ids", input_ids)
+    if input_ids.dtype not in (torch.int64, torch.int32):  # what nn.Embedding accepts
+        raise ValueError(f"`input_ids` must be an int64 or int32 tensor, got dtype {input_ids.dtype}.")
+    if input_ids.ndim != 2:
+        raise ValueError(f"`input_ids` must be 2-D (batch, seq_len), got shape {tuple(input_ids.shape)}.")
+    if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+        raise ValueError(f"`input_ids` is empty: shape {tuple(input_ids.shape)}; batch and seq_len must be >= 1.")
+    if not is_torchdynamo_compiling():
+        low, high = input_ids.min().item(), input_ids.max().item()
+        if low < 0 or high >= config.vocab_size:
+            bad = low if low < 0 else high
+            raise ValueError(f"`input_ids` contains token id {bad}, outside [0, vocab_size={config.vocab_size}).")
+
+
+def _check_inputs_embeds(config: HybridGRUConfig, inputs_embeds: torch.Tensor, dtype: torch.dtype | None) -> None:
+    _check_tensor("inputs_embeds", inputs_embeds)
+    if not inputs_embeds.dtype.is_floating_point:
+        raise ValueError(f"`inputs_embeds` must be a floating-point tensor, got dtype {inputs_embeds.dtype}.")
+    if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != config.hidden_size:
+        raise ValueError(
+            f"`inputs_embeds` must have shape (batch, seq_len, hidden_size={config.hidden_size}), "
+            f"got {tuple(inputs_embeds.shape)}."
+        )
+    if inputs_embeds.shape[0] == 0 or inputs_embeds.shape[1] == 0:
+        shape = tuple(inputs_embeds.shape)
+        raise ValueError(f"`inputs_embeds` is empty: shape {shape}; batch and seq_len must be >= 1.")
+    autocast = torch.is_autocast_enabled(inputs_embeds.device.type)
+    if dtype is not None and inputs_embeds.dtype != dtype and not autocast:
+        raise ValueError(
+            f"`inputs_embeds` has dtype {inputs_embeds.dtype} but the model's weights are {dtype}; cast it with "
+            f"`.to({dtype})` or run under torch.autocast."
+        )
+    if not is_torchdynamo_compiling():
+        bad = ~torch.isfinite(inputs_embeds)
+        if bad.any():
+            row, step, channel = bad.nonzero()[0].tolist()
+            value = inputs_embeds[row, step, channel].item()
             raise ValueError(
-                f"`inputs_embeds` must have shape (batch, seq_len, hidden_size={config.hidden_size}), "
-                f"got {tuple(inputs_embeds.shape)}."
+                f"`inputs_embeds` contains {int(bad.sum())} NaN/inf values (first: {value} at batch {row}, "
+                f"position {step}, channel {channel})."
             )
-        if inputs_embeds.shape[1] == 0:
-            raise ValueError(f"`inputs_embeds` is an empty sequence: shape {tuple(inputs_embeds.shape)}.")
-        if not is_torchdynamo_compiling() and not torch.isfinite(inputs_embeds).all():
-            raise ValueError("`inputs_embeds` contains NaN or inf values.")
-    if isinstance(attention_mask, torch.Tensor) and attention_mask.ndim == 2:
-        batch, seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
-        if attention_mask.shape[0] != batch or attention_mask.shape[1] < seq_len:
+
+
+def _check_attention_mask(attention_mask, batch: int, seq_len: int, past: int | None) -> None:
+    _check_tensor("attention_mask", attention_mask)
+    if attention_mask.ndim != 2:
+        raise ValueError(
+            f"`attention_mask` must be a 2-D padding mask (batch, past_length + seq_len) of 1s and 0s, got shape "
+            f"{tuple(attention_mask.shape)}; GRU layers cannot follow a custom 3-D/4-D attention pattern."
+        )
+    expected = f"{past + seq_len}" if past is not None else f">= {seq_len}"
+    length_ok = attention_mask.shape[1] == past + seq_len if past is not None else attention_mask.shape[1] >= seq_len
+    if attention_mask.shape[0] != batch or not length_ok:
+        raise ValueError(
+            f"`attention_mask` has shape {tuple(attention_mask.shape)}, but the inputs have batch {batch} and "
+            f"seq_len {seq_len} after {past if past is not None else 'an unknown number of'} cached tokens: "
+            f"expected ({batch}, {expected}), covering the cached tokens and the new ones."
+        )
+    if not is_torchdynamo_compiling():
+        bad = (attention_mask != 0) & (attention_mask != 1)
+        if bad.any():
             raise ValueError(
-                f"`attention_mask` of shape {tuple(attention_mask.shape)} does not match the inputs of shape "
-                f"({batch}, {seq_len}); expected (batch, past_length + seq_len)."
+                f"`attention_mask` contains value {attention_mask[bad][0].item()}; expected 1 (token) or 0 (padding)."
+            )
+
+
+def _check_position_ids(position_ids, batch: int, seq_len: int) -> None:
+    _check_tensor("position_ids", position_ids)
+    if position_ids.dtype.is_floating_point or position_ids.dtype == torch.bool:
+        raise ValueError(f"`position_ids` must be an integer tensor, got dtype {position_ids.dtype}.")
+    if position_ids.ndim != 2 or position_ids.shape[0] not in (1, batch) or position_ids.shape[1] != seq_len:
+        raise ValueError(
+            f"`position_ids` must have shape ({batch}, {seq_len}) or (1, {seq_len}), got {tuple(position_ids.shape)}."
+        )
+    if not is_torchdynamo_compiling():
+        low = position_ids.min().item()
+        if low < 0:
+            raise ValueError(f"`position_ids` contains position {low}; positions must be >= 0.")
+
+
+def _check_cache(config: HybridGRUConfig, cache) -> None:
+    if not isinstance(cache, Cache):
+        raise ValueError(
+            f"`cache` must be a transformers Cache such as DynamicCache(config=model.config), got "
+            f"{type(cache).__name__} (legacy tuples of tensors are not supported)."
+        )
+    layers = getattr(cache, "layers", [])
+    for idx, layer_type in enumerate(config.layer_types):
+        slot = layers[idx] if idx < len(layers) else None
+        if layer_type == "linear_attention" and not isinstance(slot, LinearAttentionCacheLayerMixin):
+            found = type(slot).__name__ if slot is not None else "no layer"
+            raise ValueError(
+                f"`cache` has {found} at index {idx}, but layer {idx} is a GRU layer and needs a recurrent-state "
+                f"slot: build the cache with DynamicCache(config=model.config)."
             )
 
 
@@ -507,7 +616,7 @@ class HybridGRUModel(HybridGRUPreTrainedModel):
         use_cache: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPast:
-        check_inputs(self.config, input_ids, inputs_embeds, attention_mask)
+        check_inputs(self.config, input_ids, inputs_embeds, attention_mask, position_ids, cache, self.dtype)
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         if self.config.bidirectional:
