@@ -422,3 +422,28 @@ def test_inputs_embeds_equal_input_ids():
     with torch.no_grad():
         embeds = model.get_input_embeddings()(ids)
         assert_close(model(inputs_embeds=embeds).logits, model(ids).logits, 1e-6)
+
+
+def test_push_to_hub_uploads_the_save_pretrained_folder(tmp_path, monkeypatch):
+    """Stubs only the network calls; the folder handed to the uploader must be exactly what save_pretrained writes."""
+    import transformers.utils.hub as hub
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kwargs):
+            return type("Repo", (), {"repo_id": repo_id})()
+
+    uploaded = {}
+
+    def fake_upload(self, folder, repo_id, **kwargs):
+        uploaded.update({p.name: p.read_bytes() for p in sorted(__import__("pathlib").Path(folder).iterdir())})
+
+    monkeypatch.setattr(hub, "hf_api", lambda: FakeApi())
+    monkeypatch.setattr(hub, "create_and_tag_model_card", lambda *a, **k: type("Card", (), {"save": lambda s, p: None})())
+    monkeypatch.setattr(HybridGRUForCausalLM, "_upload_modified_files", fake_upload)
+    model = lm("gru", "GGA")
+    model.push_to_hub("someone/hybrid-gru-test")
+    model.save_pretrained(tmp_path)
+    saved = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert uploaded.keys() == saved.keys()
+    assert {"config.json", "model.safetensors", "modeling_hybrid_gru.py", "configuration_hybrid_gru.py"} <= saved.keys()
+    assert uploaded["model.safetensors"] == saved["model.safetensors"]
