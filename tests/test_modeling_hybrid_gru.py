@@ -447,3 +447,21 @@ def test_push_to_hub_uploads_the_save_pretrained_folder(tmp_path, monkeypatch):
     assert uploaded.keys() == saved.keys()
     assert {"config.json", "model.safetensors", "modeling_hybrid_gru.py", "configuration_hybrid_gru.py"} <= saved.keys()
     assert uploaded["model.safetensors"] == saved["model.safetensors"]
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_sliding_window_layers_cached_and_static_match_full(attn_implementation):
+    model = lm("gru", "GLA", sliding_window=4)
+    model.set_attn_implementation(attn_implementation)
+    ids = random_ids(2, 12)
+    with torch.no_grad():
+        full = model(ids).logits
+        out = model(ids[:, :5], use_cache=True)
+        steps = [out.logits]
+        for t in range(5, 12):
+            out = model(ids[:, t : t + 1], cache=out.cache, use_cache=True)
+            steps.append(out.logits)
+    assert_close(torch.cat(steps, 1), full, ATOL)
+    dynamic = generate(model, ids, do_sample=False, max_new_tokens=8)
+    static = generate(model, ids, do_sample=False, max_new_tokens=8, cache_implementation="static")
+    assert torch.equal(dynamic.sequences, static.sequences)
