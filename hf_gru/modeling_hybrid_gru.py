@@ -6,16 +6,19 @@ to a checkpoint, so they import only torch, transformers and each other.
 """
 
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub.errors import StrictDataclassError
 from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache, LinearAttentionCacheLayerMixin
+from transformers.configuration_utils import PreTrainedConfig
 from transformers.generation import GenerationMixin
 from transformers.masking_utils import (
     create_bidirectional_mask,
@@ -40,6 +43,7 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_hybrid_gru import HybridGRUConfig
+from .serialization_hybrid_gru import check_loaded_keys, check_local_checkpoint, save_atomically
 
 # Where each Auto class finds its class once the checkpoint is a folder of remote code (see `save_pretrained`).
 AUTO_MAP = {
@@ -117,7 +121,11 @@ class HybridGRUMLP(nn.Module):
 
 # ---------------------------------------------------------------------------------------------------------------------
 # GRU recurrences. Each takes the input-side gate pre-activations for the whole chunk (computed in one matmul, outside
-# the time loop), a starting state and an optional `keep` mask (B, T): True where the state must not move (padding).
+# the time loop), a starting state, an optional `keep` mask: True where the state must not move (padding), and an
+# optional `reset` mask: True where a packed sequence starts, so the state restarts from zero before that step.
+# `gru_recurrence` and `linear_recurrence` are the plain references (autograd through a Python loop, batch-major);
+# `gru_scan` and `linear_scan` are the fast paths (time-major, hand-written backward, opaque to torch.compile), tested
+# equal to the references in tests/test_gru_recurrences.py.
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -132,33 +140,45 @@ def gru_cell(gates_x: torch.Tensor, h: torch.Tensor, hidden_proj: Callable) -> t
 
 
 def gru_recurrence(
-    gates_x: torch.Tensor, h0: torch.Tensor, hidden_proj: Callable, keep: torch.Tensor | None = None
+    gates_x: torch.Tensor,
+    h0: torch.Tensor,
+    hidden_proj: Callable,
+    keep: torch.Tensor | None = None,
+    reset: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Runs `gru_cell` over time. gates_x: (B, T, 3H); h0: (B, H). Returns all states (B, T, H) and the last (B, H)."""
     keeps = keep.unsqueeze(-1).unbind(1) if keep is not None else [None] * gates_x.shape[1]
+    resets = reset.unsqueeze(-1).unbind(1) if reset is not None else [None] * gates_x.shape[1]
     h, states = h0, []
     # `unbind` rather than `gates_x[:, t]`: indexing a tensor that requires grad makes backward quadratic in T.
-    for gx, keep_t in zip(gates_x.unbind(1), keeps):
+    for gx, keep_t, reset_t in zip(gates_x.unbind(1), keeps, resets):
+        if reset_t is not None:
+            h = h.masked_fill(reset_t, 0.0)
         h_new = gru_cell(gx, h, hidden_proj)
         h = h_new if keep_t is None else torch.where(keep_t, h, h_new)
         states.append(h)
     return torch.stack(states, dim=1), h
 
 
-def mingru_gates(gates_x: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """minGRU as a linear recurrence h_t = a_t * h_{t-1} + b_t, with a = 1 - z and b = z * candidate."""
+def mingru_gates(
+    gates_x: torch.Tensor, keep: torch.Tensor | None = None, reset: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """minGRU as a linear recurrence h_t = a_t * h_{t-1} + b_t, with a = 1 - z and b = z * candidate.
+
+    Layout-agnostic: `keep` and `reset` have the leading two dims of `gates_x`, (B, T) or (T, B).
+    """
     z_logits, candidate = gates_x.chunk(2, dim=-1)
     update = torch.sigmoid(z_logits)
     if keep is not None:  # z = 0 on padding: a = 1, b = 0, the state passes through unchanged
         update = update.masked_fill(keep.unsqueeze(-1), 0.0)
-    return 1.0 - update, update * candidate
+    decay = 1.0 - update
+    if reset is not None:  # a = 0 where a sequence starts: nothing of the previous state survives
+        decay = decay.masked_fill(reset.unsqueeze(-1), 0.0)
+    return decay, update * candidate
 
 
 def linear_recurrence(decay: torch.Tensor, values: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """h_t = decay_t * h_{t-1} + values_t over (B, T, H), one fused multiply-add per step.
-
-    A vectorised sequential loop: on CPU it beat log-space and associative scans (see DESIGN.md, 3b), and it is exact.
-    """
+    """h_t = decay_t * h_{t-1} + values_t over (B, T, H), one fused multiply-add per step (the reference)."""
     h, states = h0, []
     for a, b in zip(decay.unbind(1), values.unbind(1)):
         h = torch.addcmul(b, a, h)
@@ -166,12 +186,251 @@ def linear_recurrence(decay: torch.Tensor, values: torch.Tensor, h0: torch.Tenso
     return torch.stack(states, dim=1), h
 
 
+def linear_scan_sequential(
+    decay: torch.Tensor, values: torch.Tensor, h0: torch.Tensor, reverse: bool = False
+) -> torch.Tensor:
+    """h_t = decay_t * h_{t-1} + values_t over time-major (T, B, H), from the end when `reverse`; no autograd.
+
+    One fused multiply-add per step, written in place: on CPU this beat the chunked, associative and log-space scans at
+    every length measured (docs/benchmarks.md), and it is exact.
+    """
+    states = torch.empty_like(values)
+    h = h0
+    for t in range(values.shape[0] - 1, -1, -1) if reverse else range(values.shape[0]):
+        h = torch.addcmul(values[t], decay[t], h, out=states[t])
+    return states
+
+
+def linear_scan_chunked(
+    decay: torch.Tensor, values: torch.Tensor, h0: torch.Tensor, chunk: int, reverse: bool = False
+) -> torch.Tensor:
+    """`linear_scan_sequential` in about `chunk + T / chunk` steps instead of T: for GPUs, where each step is a launch.
+
+    Every chunk is scanned from a zero state at once, then the state entering each chunk is carried across chunks and
+    added back through the cumulative product of the decays. No division and no logarithm, so it stays as accurate
+    as the sequential loop (a log-space scan lost ~1e-4 here).
+    """
+    if reverse:
+        return linear_scan_chunked(decay.flip(0), values.flip(0), h0, chunk).flip(0)
+    steps, batch, size = values.shape
+    pad = -steps % chunk
+    if pad:  # a = 1, b = 0 leaves the state untouched
+        decay = torch.cat([decay, decay.new_ones(pad, batch, size)])
+        values = torch.cat([values, values.new_zeros(pad, batch, size)])
+    num_chunks = (steps + pad) // chunk
+    decay = decay.view(num_chunks, chunk, batch, size)
+    values = values.view(num_chunks, chunk, batch, size)
+    local = torch.empty_like(values)
+    h = values.new_zeros(num_chunks, batch, size)
+    for i in range(chunk):
+        h = torch.addcmul(values[:, i], decay[:, i], h, out=local[:, i])
+    gain = torch.cumprod(decay, dim=1)  # (chunks, chunk, B, H): decay accumulated since the chunk started
+    carries = torch.empty_like(h)
+    carry = h0
+    for c in range(num_chunks):
+        carries[c] = carry
+        carry = torch.addcmul(local[c, -1], gain[c, -1], carry)
+    return torch.addcmul(local, gain, carries.unsqueeze(1)).view(-1, batch, size)[:steps]
+
+
+# Custom ops (torch.library) keep the time loops opaque to torch.compile: one graph node, no unrolling per length.
+# One namespace per copy of this file, so the installed package and a checkpoint's remote code never share ops.
+_OPS = re.sub(r"\W", "_", __name__)
+
+
+@torch.library.custom_op(f"{_OPS}::linear_scan", mutates_args=())
+def linear_scan(decay: torch.Tensor, values: torch.Tensor, h0: torch.Tensor, reverse: bool) -> torch.Tensor:
+    """Differentiable `h_t = decay_t * h_{t-1} + values_t` over time-major (T, B, H); all states (T, B, H)."""
+    if values.device.type == "cpu" or values.shape[0] < 64:
+        return linear_scan_sequential(decay, values, h0, reverse)
+    return linear_scan_chunked(decay, values, h0, 32 if values.shape[0] <= 2048 else 64, reverse)
+
+
+@linear_scan.register_fake
+def _(decay: torch.Tensor, values: torch.Tensor, h0: torch.Tensor, reverse: bool) -> torch.Tensor:
+    return torch.empty_like(values)
+
+
+def _linear_scan_setup(ctx, inputs, output) -> None:
+    decay, _, h0, reverse = inputs
+    ctx.save_for_backward(decay, h0, output)
+    ctx.reverse = reverse
+
+
+def _linear_scan_backward(ctx, grad: torch.Tensor):
+    decay, h0, states = ctx.saved_tensors
+    if ctx.reverse:
+        decay, grad, states = decay.flip(0), grad.flip(0), states.flip(0)
+    # dL/dh_t = grad_t + decay_{t+1} dL/dh_{t+1}: the same recurrence run backwards with the decays shifted by one
+    shifted = torch.cat([decay[1:], torch.zeros_like(decay[:1])])
+    grad_states = linear_scan(shifted, grad.contiguous(), torch.zeros_like(h0), True)
+    previous = torch.cat([h0.unsqueeze(0), states[:-1]])
+    grad_decay, grad_h0 = grad_states * previous, decay[0] * grad_states[0]
+    if ctx.reverse:
+        grad_decay, grad_states = grad_decay.flip(0), grad_states.flip(0)
+    return grad_decay, grad_states, grad_h0, None
+
+
+linear_scan.register_autograd(_linear_scan_backward, setup_context=_linear_scan_setup)
+
+
+@torch.library.custom_op(f"{_OPS}::gru_scan", mutates_args=())
+def gru_scan(
+    gates_x: torch.Tensor,
+    h0: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    keep: torch.Tensor | None,
+    reset: torch.Tensor | None,
+    save: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`gru_recurrence` over time-major gates_x (T, B, 3H); weight (3H, H) and bias (3H,) of the hidden projection.
+
+    keep, reset: (T, B) or None. Returns all states (T, B, H) and, when `save`, what the backward reads: hidden
+    pre-activations (T, B, 3H), reset and update gates (T, B, 2H), candidates (T, B, H); otherwise empty tensors.
+    Six fused ops per step, each writing straight into its slot of the outputs.
+    """
+    steps, batch, size3 = gates_x.shape
+    size = size3 // 3
+    states = gates_x.new_empty(steps, batch, size)
+    if save:
+        hidden, gates, candidates = (gates_x.new_empty(steps, batch, n * size) for n in (3, 2, 1))
+    weight_t, h = weight.t(), h0
+    for t in range(steps):
+        if reset is not None:
+            h = h.masked_fill(reset[t].unsqueeze(-1), 0.0)
+        x_rz, x_n = gates_x[t, :, : 2 * size], gates_x[t, :, 2 * size :]
+        gh = torch.addmm(bias, h, weight_t, out=hidden[t]) if save else torch.addmm(bias, h, weight_t)
+        rz = torch.add(x_rz, gh[:, : 2 * size], out=gates[t]) if save else x_rz + gh[:, : 2 * size]
+        rz.sigmoid_()
+        n = torch.addcmul(x_n, rz[:, :size], gh[:, 2 * size :], **({"out": candidates[t]} if save else {}))
+        n.tanh_()
+        if keep is None:
+            h = torch.lerp(n, h, rz[:, size:], out=states[t])  # n + z * (h - n)
+        else:  # write gate 1 - z, zero on padding: lerp returns h exactly there
+            write = (1.0 - rz[:, size:]).masked_fill_(keep[t].unsqueeze(-1), 0.0)
+            h = torch.lerp(h, n, write, out=states[t])
+    if not save:
+        hidden, gates, candidates = (gates_x.new_empty(0) for _ in range(3))
+    return states, hidden, gates, candidates
+
+
+@gru_scan.register_fake
+def _(gates_x, h0, weight, bias, keep, reset, save):
+    steps, batch, size3 = gates_x.shape
+    size = size3 // 3
+    saved = [gates_x.new_empty(steps, batch, n * size) if save else gates_x.new_empty(0) for n in (3, 2, 1)]
+    return (gates_x.new_empty(steps, batch, size), *saved)
+
+
+@torch.library.custom_op(f"{_OPS}::gru_scan_backward", mutates_args=())
+def gru_scan_backward(
+    grad_states: torch.Tensor,
+    states: torch.Tensor,
+    hidden: torch.Tensor,
+    gates: torch.Tensor,
+    candidates: torch.Tensor,
+    h0: torch.Tensor,
+    weight: torch.Tensor,
+    keep: torch.Tensor | None,
+    reset: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Backpropagation through time for `gru_scan`: gradients of gates_x, h0, weight and bias.
+
+    Only dL/dh needs the time loop (two element-wise ops and one matmul per step): the per-step coefficients are
+    computed for all steps before it, and the weight gradient is one matmul after it, as cuDNN does.
+    """
+    steps, batch, size = states.shape
+    previous = torch.cat([h0.unsqueeze(0), states[:-1]])
+    if reset is not None:
+        previous = previous.masked_fill(reset.unsqueeze(-1), 0.0)
+    r, z, n = gates[..., :size], gates[..., size:], candidates
+    write = 1.0 - z  # h = previous + write * (n - previous)
+    if keep is not None:
+        write = write.masked_fill(keep.unsqueeze(-1), 0.0)
+    grad_n_pre = write * (1.0 - n * n)  # d h / d(candidate pre-activation)
+    hidden_n = hidden[..., 2 * size :]
+    # d h / d(hidden pre-activations r, z, n), per unit of dL/dh
+    coeff = torch.cat([grad_n_pre * hidden_n * r * (1.0 - r), (previous - n) * z * write, grad_n_pre * r], dim=-1)
+    direct = 1.0 - write  # d h / d previous, besides the path through the hidden projection
+    grad_hidden = torch.empty_like(hidden)
+    grad_h = torch.empty_like(states)
+    dh = grad_states[steps - 1]
+    for t in range(steps - 1, -1, -1):
+        grad_h[t] = dh
+        torch.mul(coeff[t].view(batch, 3, size), dh.unsqueeze(1), out=grad_hidden[t].view(batch, 3, size))
+        dh = torch.addmm(dh * direct[t], grad_hidden[t], weight)
+        if reset is not None:
+            dh = dh.masked_fill(reset[t].unsqueeze(-1), 0.0)
+        if t > 0:
+            dh = dh + grad_states[t - 1]
+    grad_x = grad_hidden.clone()
+    grad_x[..., 2 * size :] = grad_h * grad_n_pre
+    flat = grad_hidden.view(steps * batch, 3 * size)
+    return grad_x, dh, flat.t() @ previous.reshape(steps * batch, size), flat.sum(0)
+
+
+@gru_scan_backward.register_fake
+def _(grad_states, states, hidden, gates, candidates, h0, weight, keep, reset):
+    return torch.empty_like(hidden), torch.empty_like(h0), torch.empty_like(weight), weight.new_empty(weight.shape[0])
+
+
+def _gru_scan_setup(ctx, inputs, output) -> None:
+    _, h0, weight, _, keep, reset, _ = inputs
+    ctx.save_for_backward(h0, weight, keep, reset, *output)
+
+
+def _gru_scan_backward(ctx, grad_states: torch.Tensor, *unused):
+    h0, weight, keep, reset, states, hidden, gates, candidates = ctx.saved_tensors
+    grads = gru_scan_backward(grad_states.contiguous(), states, hidden, gates, candidates, h0, weight, keep, reset)
+    return *grads, None, None, None
+
+
+gru_scan.register_autograd(_gru_scan_backward, setup_context=_gru_scan_setup)
+
+
+def cudnn_gru(
+    x: torch.Tensor, h0: torch.Tensor, input_proj: nn.Linear, hidden_proj: nn.Linear
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.nn.GRU's fused kernel (cuDNN on CUDA) over full sequences (B, T, D), with the mixer's weights.
+
+    cuDNN takes float32 and float16 only, so bfloat16 runs in float32.
+    """
+    dtype = x.dtype if x.dtype in (torch.float16, torch.float32) else torch.float32
+    weights = [p.to(dtype) for p in (input_proj.weight, hidden_proj.weight, input_proj.bias, hidden_proj.bias)]
+    # (input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+    states, last = torch._VF.gru(
+        x.to(dtype), h0.to(dtype).unsqueeze(0), weights, True, 1, 0.0, torch.is_grad_enabled(), False, True
+    )
+    return states.to(x.dtype), last[0].to(x.dtype)
+
+
+def packed_sequence_starts(position_ids: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+    """(B, T) True where a sequence starts inside a packed row: position not one past the previous position, the rule
+    of transformers' `find_packed_sequence_indices` (padding-free training, e.g. `DataCollatorWithFlattening`).
+    None when no row holds more than one sequence (checked outside torch.compile only)."""
+    if position_ids is None or position_ids.ndim != 2 or position_ids.shape[1] < 2:
+        return None
+    starts = F.pad(position_ids.expand(batch, -1).diff(dim=-1) != 1, (1, 0))
+    if not is_torchdynamo_compiling() and not starts.any():
+        return None
+    return starts
+
+
+def _upcast(tensor: torch.Tensor) -> torch.Tensor:
+    """Recurrences accumulate over thousands of steps: run them in float32 when the model runs in half precision."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
+
+
 class HybridGRUMixer(nn.Module):
     """GRU token mixer: short causal depthwise conv -> input projection -> recurrence -> output projection.
 
     The recurrent state and the last conv inputs live in the cache (transformers' linear-attention slot), never on the
-    module, so beam search reorders them and a cached continuation resumes from them.
+    module, so beam search reorders them and a cached continuation resumes from them. Packed rows (position_ids
+    restarting, no attention_mask, no cache) restart both the state and the conv at every sequence start.
     """
+
+    use_fast_path = True  # False: the reference recurrences (`gru_recurrence`, `linear_recurrence`), for tests
 
     def __init__(self, config: HybridGRUConfig, layer_idx: int):
         super().__init__()
@@ -198,6 +457,7 @@ class HybridGRUMixer(nn.Module):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
+        position_ids: torch.LongTensor | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, None]:
         # attention_mask here is the 2-D padding mask of this chunk (or None): 1 for real tokens, 0 for padding.
@@ -207,47 +467,85 @@ class HybridGRUMixer(nn.Module):
             hidden_states = hidden_states.masked_fill(keep.unsqueeze(-1), 0.0)
         if self.bidirectional:
             cache = None  # an encoder sees the whole sequence at once; there is nothing to carry over
+        reset = None
+        if attention_mask is None and cache is None and not self.bidirectional:  # as transformers' packed masks
+            reset = packed_sequence_starts(position_ids, hidden_states.shape[0])
 
         conv_state = cache.get_conv_state(self.layer_idx) if cache is not None else None
-        x = self._short_conv(hidden_states.transpose(1, 2), conv_state)  # (B, D, T) -> (B, T, D)
+        x = self._short_conv(hidden_states.transpose(1, 2), conv_state, reset)  # (B, D, T) -> (B, T, D)
         if cache is not None:
             cache.update_conv_state(hidden_states.transpose(1, 2), self.layer_idx, conv_kernel_size=self.conv_kernel)
 
         h0 = cache.get_recurrent_state(self.layer_idx) if conv_state is not None else None
         if h0 is None:
             h0 = x.new_zeros(x.shape[0], self.state_size)
-        states, last = self._recur(x, h0, keep, self.input_proj, getattr(self, "hidden_proj", None))
+        states, last = self._recur(x, h0, keep, reset, self.input_proj, getattr(self, "hidden_proj", None))
         if cache is not None:
             cache.update_recurrent_state(last, self.layer_idx)
 
         if self.bidirectional:
             flipped_keep = keep.flip(1) if keep is not None else None
             reverse_proj = getattr(self, "hidden_proj_reverse", None)
-            reverse, _ = self._recur(x.flip(1), torch.zeros_like(h0), flipped_keep, self.input_proj_reverse, reverse_proj)
+            reverse, _ = self._recur(
+                x.flip(1), torch.zeros_like(h0), flipped_keep, None, self.input_proj_reverse, reverse_proj
+            )
             states = torch.cat([states, reverse.flip(1)], dim=-1)
         return self.out_proj(states), None
 
-    def _short_conv(self, x: torch.Tensor, conv_state: torch.Tensor | None) -> torch.Tensor:
-        """Causal depthwise conv over (B, D, T); `conv_state` holds the previous inputs (B, D, kernel) when resuming."""
+    def _short_conv(
+        self, x: torch.Tensor, conv_state: torch.Tensor | None, starts: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Causal depthwise conv over (B, D, T); `conv_state` holds the previous inputs (B, D, kernel) when resuming.
+
+        With `starts` (B, T) (packed rows), a tap never reaches back past the start of its token's sequence.
+        """
         if conv_state is not None:
             x = torch.cat([conv_state[..., 1:].to(x.dtype), x], dim=-1)
         else:
             x = F.pad(x, (self.conv_kernel - 1, 0))
-        return F.conv1d(x, self.conv.weight, self.conv.bias, groups=x.shape[1]).transpose(1, 2)
+        if starts is None:
+            return F.conv1d(x, self.conv.weight, self.conv.bias, groups=x.shape[1]).transpose(1, 2)
+        kernel, steps = self.conv_kernel, starts.shape[1]
+        weight = self.conv.weight[:, 0]  # (D, kernel); tap k reads the input `kernel - 1 - k` steps back
+        out = torch.addcmul(self.conv.bias[:, None], x[..., kernel - 1 :], weight[:, -1:])
+        visible = torch.ones_like(starts)  # the tap `lag` steps back is in the same sequence
+        for lag in range(1, kernel):
+            visible = visible & ~F.pad(starts[:, : steps - lag + 1], (lag - 1, 0))
+            tap = x[..., kernel - 1 - lag : kernel - 1 - lag + steps] * visible.unsqueeze(1)
+            out = torch.addcmul(out, tap, weight[:, kernel - 1 - lag, None])
+        return out.transpose(1, 2)
 
     def _recur(
         self,
         x: torch.Tensor,
         h0: torch.Tensor,
         keep: torch.Tensor | None,
+        reset: torch.Tensor | None,
         input_proj: nn.Module,
         hidden_proj: nn.Module | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        gates_x = input_proj(x)  # hoisted out of the time loop: one matmul for the whole chunk
+        """x (B, T, D), h0 (B, H) -> all states (B, T, H) and the last state (B, H)."""
+        if not self.use_fast_path or x.shape[1] == 1 or torch.compiler.is_exporting():
+            gates_x = input_proj(x)  # hoisted out of the time loop: one matmul for the whole chunk
+            if self.variant == "gru":
+                return gru_recurrence(gates_x, h0.to(gates_x.dtype), hidden_proj, keep, reset)
+            decay, values = mingru_gates(gates_x, keep, reset)
+            return linear_recurrence(decay, values, h0.to(values.dtype))
+        if self.variant == "gru" and x.is_cuda and keep is None and reset is None:
+            return cudnn_gru(x, h0, input_proj, hidden_proj)
+        gates_x = _upcast(input_proj(x.transpose(0, 1)))  # (T, B, G): each step reads one contiguous slice
+        keep = keep.t().contiguous() if keep is not None else None
+        reset = reset.t().contiguous() if reset is not None else None
+        h0 = h0.to(gates_x.dtype)
         if self.variant == "gru":
-            return gru_recurrence(gates_x, h0.to(gates_x.dtype), hidden_proj, keep)
-        decay, values = mingru_gates(gates_x, keep)
-        return linear_recurrence(decay, values, h0.to(values.dtype))
+            weight, bias = _upcast(hidden_proj.weight), _upcast(hidden_proj.bias)
+            save = torch.is_grad_enabled() and any(t.requires_grad for t in (gates_x, h0, weight, bias))
+            states = gru_scan(gates_x, h0, weight, bias, keep, reset, save)[0]
+        else:
+            decay, values = mingru_gates(gates_x, keep, reset)
+            states = linear_scan(decay, values, h0, False)
+        states = states.transpose(0, 1).to(x.dtype)
+        return states, states[:, -1]
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -396,7 +694,7 @@ class HybridGRUPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = False
     _supports_attention_backend = True
-    _can_compile_fullgraph = False  # the GRU time loop unrolls per sequence length; compile works, with recompiles
+    _can_compile_fullgraph = True  # the time loops are custom ops (`gru_scan`, `linear_scan`): no graph breaks
     _is_stateful = True  # the GRU state cannot be rolled back, so assisted decoding is off
     _can_record_outputs = {
         "hidden_states": HybridGRUDecoderLayer,
@@ -434,17 +732,112 @@ class HybridGRUPreTrainedModel(PreTrainedModel):
                     init.orthogonal_(gate)
                 init.zeros_(hidden_proj.bias)
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
-        """Saves as transformers does, plus the full `auto_map` and every remote-code file, so each Auto class
-        loads the folder with `trust_remote_code=True` where hf_gru is not installed."""
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        is_main_process: bool = True,
+        *,
+        push_to_hub: bool = False,
+        distributed_checkpoint: bool = False,
+        **kwargs,
+    ) -> None:
+        """Saves as transformers does, plus the full `auto_map`, every remote-code file and a `SHA256SUMS` of the
+        weight files, so each Auto class loads the folder with `trust_remote_code=True` where hf_gru is not installed.
+
+        Crash safety. The save is written into a `.hf_gru_staging-*` folder inside `save_directory` and flushed to
+        disk. Each file it replaces or outdates is then hard-linked (copied where links fail) into a
+        `.hf_gru_previous-*` folder; `config.json` (`adapter_config.json` for an adapter) is removed, the old weight
+        files are removed (index first), the new ones moved in (shards before their index), then the other files,
+        and `config.json` comes last. `.hf_gru_previous-*` is deleted once the save is complete. So whenever the
+        process dies (killed, or power loss: files and folder entries are fsynced in that order):
+        - the folder holds the previous save untouched, or this save complete, or no `config.json`, in which case
+          `from_pretrained` raises an error naming `.hf_gru_previous-*`, which loads as the previous save;
+        - the weight files are never a mix of two saves, even for loaders that skip `config.json` (Trainer's
+          `resume_from_checkpoint`); outdated weight files (e.g. `model.safetensors` when this save is sharded)
+          are removed, whereas transformers 5.24 leaves them to shadow the new shards;
+        - files this save does not write (tokenizer, `optimizer.pt`, `trainer_state.json`, README, ...) are never
+          touched. A Trainer checkpoint as a whole is complete only once Trainer has written `trainer_state.json`.
+        Leftovers of a killed save are removed by the next save into the same folder. Not covered: two processes
+        saving into one folder at once, and `distributed_checkpoint=True`, which transformers writes from every
+        rank in place. `push_to_hub=True` pushes after the local save is complete, through `push_to_hub` (which
+        saves again into a temporary folder and uploads it as one commit).
+        """
         source_dir = Path(__file__).parent
         auto_map = {k: v for k, v in AUTO_MAP.items() if (source_dir / f"{v.split('.')[0]}.py").is_file()}
         self.config.auto_map = auto_map
-        result = super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True) and self.is_remote_code():
-            for module_name in {v.split(".")[0] for v in auto_map.values()}:
-                shutil.copyfile(source_dir / f"{module_name}.py", Path(save_directory) / f"{module_name}.py")
-        return result
+        if distributed_checkpoint or not self.should_save_on_this_rank(is_main_process):
+            # Ranks that write nothing still join transformers' collective gathers.
+            return super().save_pretrained(
+                save_directory, is_main_process, push_to_hub=push_to_hub,
+                distributed_checkpoint=distributed_checkpoint, **kwargs,
+            )  # fmt: skip
+        hub_kwargs = {k: kwargs.pop(k) for k in ("repo_id", "commit_message", "create_pr", "private") if k in kwargs}
+        parent_save = super().save_pretrained
+
+        def write(staging: str) -> None:
+            parent_save(staging, is_main_process, **kwargs)
+            if self.is_remote_code():
+                for module_name in {v.split(".")[0] for v in auto_map.values()}:
+                    shutil.copyfile(source_dir / f"{module_name}.py", Path(staging) / f"{module_name}.py")
+
+        save_atomically(save_directory, write, kwargs.get("variant"))
+        if push_to_hub:
+            repo_id = hub_kwargs.pop("repo_id", Path(save_directory).name)
+            self.push_to_hub(
+                repo_id, token=kwargs.get("token"), max_shard_size=kwargs.get("max_shard_size", "50GB"), **hub_kwargs
+            )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike | None,
+        *model_args,
+        strict: bool = True,
+        use_safetensors: bool | None = True,
+        **kwargs,
+    ):
+        """transformers' `from_pretrained`, stricter by default (transformers warns and initialises randomly).
+
+        - `use_safetensors=True`: pickle `.bin` weights are refused; `use_safetensors=None` allows them (transformers
+          then reads them with `torch.load(weights_only=True)`).
+        - `strict=True`: OSError for a local folder with no `config.json` (transformers would build a default
+          config), left by an interrupted save, whose weights differ from their `SHA256SUMS`, or whose safetensors
+          header is truncated or corrupted; ValueError for a config whose `model_type` is not `hybrid_gru`, that
+          fails validation, or a checkpoint that lacks backbone tensors, has unexpected backbone tensors, or tensors
+          of another shape (unless `ignore_mismatched_sizes=True`). Missing task-head tensors are fine: that is a new
+          head being fine-tuned, initialised and reported by transformers as usual. `strict=False` restores
+          transformers' behaviour. Loading writes nothing into the checkpoint folder.
+        """
+        if not strict:
+            return super().from_pretrained(
+                pretrained_model_name_or_path, *model_args, use_safetensors=use_safetensors, **kwargs
+            )
+        path = str(pretrained_model_name_or_path) if pretrained_model_name_or_path is not None else None
+        config = kwargs.get("config")
+        folder = Path(path or "", kwargs.get("subfolder", ""))
+        if path is not None and folder.is_dir():
+            given = isinstance(config, PreTrainedConfig)
+            check_local_checkpoint(folder, given, use_safetensors is True, kwargs.get("variant"))
+        if path is not None and not isinstance(config, PreTrainedConfig):
+            hub_names = ("cache_dir", "revision", "subfolder", "token", "local_files_only")
+            hub = {k: kwargs[k] for k in hub_names if k in kwargs}
+            model_type = PreTrainedConfig.get_config_dict(config or path, **hub)[0].get("model_type")
+            if model_type != cls.config_class.model_type:
+                raise ValueError(
+                    f"{path!r} holds a model of type model_type={model_type!r}; {cls.__name__} loads "
+                    f"{cls.config_class.model_type!r} checkpoints (pass strict=False to try anyway)."
+                )
+        want_info = kwargs.pop("output_loading_info", False)
+        allow_mismatch = kwargs.pop("ignore_mismatched_sizes", False)
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path, *model_args, use_safetensors=use_safetensors,
+                output_loading_info=True, ignore_mismatched_sizes=True, **kwargs,
+            )  # fmt: skip
+        except StrictDataclassError as error:  # a config.json field of the wrong type
+            raise ValueError(f"The config of {path!r} fails validation: {error}") from error
+        check_loaded_keys(model, info, path, allow_mismatch)
+        return (model, info) if want_info else model
 
 
 def check_inputs(
@@ -638,6 +1031,7 @@ class HybridGRUModel(HybridGRUPreTrainedModel):
                 hidden_states,
                 attention_mask=masks[layer.layer_type],
                 position_embeddings=position_embeddings,
+                position_ids=position_ids,  # GRU layers restart at packed-sequence starts, as Llama's layers get it
                 cache=cache,
                 **kwargs,
             )
