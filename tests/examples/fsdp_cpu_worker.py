@@ -53,8 +53,8 @@ def main(out_path: str) -> None:
     difference = max((full[n] - p).abs().max().item() for n, p in reference.named_parameters())
     if rank == 0:
         report = {
-            "world": world, "losses": losses, "reference_losses": reference_losses, "max_weight_difference": difference,
-            "full_shapes": full_shapes, "local_shapes": local_shapes,
+            "world": world, "losses": losses, "reference_losses": reference_losses,
+            "max_weight_difference": difference, "full_shapes": full_shapes, "local_shapes": local_shapes,
         }  # fmt: skip
         with open(out_path, "w") as f:
             json.dump(report, f)

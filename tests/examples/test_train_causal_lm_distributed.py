@@ -54,13 +54,18 @@ def runs(tmp_path_factory) -> tuple[Path, dict[str, subprocess.CompletedProcess]
         ],
         "accelerate": [
             *accelerate, "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-            "--dynamo_backend", "no", "--main_process_port", str(free_port()), str(SCRIPT), *argv(work, "accelerate", 2),
+            "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+            str(SCRIPT), *argv(work, "accelerate", 2),
+        ],
+        "accelerate-config": [
+            *accelerate, "--config_file", str(REPO / "configs" / "accelerate" / "ddp.yaml"), "--main_process_port",
+            str(free_port()), str(SCRIPT), *argv(work, "accelerate-config", 2),
         ],
     }  # fmt: skip
     return work, {name: run(command) for name, command in commands.items()}
 
 
-@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate", "accelerate-config"])
 def test_two_ranks_match_one_process_with_the_same_global_batch(runs, launcher):
     work, results = runs
     stdout = results[launcher].stdout
@@ -78,7 +83,7 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(runs, launcher):
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
 
 
-@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate", "accelerate-config"])
 def test_exactly_one_checkpoint_holding_both_ranks_rng_states(runs, launcher):
     work, _ = runs
     checkpoints = sorted(p.name for p in (work / launcher).glob("checkpoint-*"))
