@@ -503,6 +503,9 @@ class HybridGRUMixer(nn.Module):
             x = torch.cat([conv_state[..., 1:].to(x.dtype), x], dim=-1)
         else:
             x = F.pad(x, (self.conv_kernel - 1, 0))
+        if x.shape[-1] == self.conv_kernel and self.use_fast_path:  # one decoding step: a dot product per channel
+            out = torch.linalg.vecdot(x, self.conv.weight[:, 0]) + self.conv.bias  # oneDNN's conv: ~1 ms on CPU here
+            return out.unsqueeze(1)
         if starts is None:
             return F.conv1d(x, self.conv.weight, self.conv.bias, groups=x.shape[1]).transpose(1, 2)
         kernel, steps = self.conv_kernel, starts.shape[1]
