@@ -1,0 +1,140 @@
+"""Training throughput of HybridGRU vs transformers' LlamaForCausalLM (SDPA), same width, depth and parameter count.
+
+    python benchmarks/train_throughput.py                       # CPU: seq 256 / 1024 / 4096, batch 8 (~1 h, 2 cores)
+    python benchmarks/train_throughput.py --seqs 1024           # one length
+    python benchmarks/train_throughput.py --quick               # smoke run, about a minute
+    python benchmarks/train_throughput.py --autocast-bf16       # CPU bf16 autocast for every model
+    python benchmarks/train_throughput.py --device cuda --dtype bfloat16 --seqs 1024,4096
+
+One step = forward + backward + AdamW on random token ids (labels = inputs), random init, use_cache=False. Models:
+Llama and HybridGRU (`gru` and `mingru` variants with pattern GGA, and a pure-GRU pattern G) at width 512, 6 layers,
+vocab 8192, SwiGLU 1408, tied embeddings; the GRU width is chosen so every model's parameter count is within 5% of
+Llama's (printed). Each model gets `--warmup` untimed steps, then `--reps` timed steps interleaved across models; the
+speed-up is the median over repetitions of Llama's step time over the model's, measured in the same process.
+MFU = model FLOPs (3x the forward matmul and attention FLOPs) per second over a measured matmul peak (same threads,
+same dtype).
+"""
+
+import time
+
+import torch
+from torch import nn
+
+from common import (
+    HYBRIDS,
+    LLAMA,
+    base_parser,
+    build,
+    describe,
+    interleaved,
+    markdown_table,
+    median,
+    paired_ratio,
+    print_header,
+    setup,
+    synchronize,
+    write_json,
+)
+
+DEFAULT_REPS = {256: 5, 1024: 5, 4096: 3}  # seq 4096 takes ~1 min a step per model on 2 cores: 3 repetitions
+TARGETS = [  # (model, seq, minimum speed-up vs Llama), from the issue; "best" = the fastest hybrid
+    ("best", 1024, 1.10),
+    ("best", 4096, 1.50),
+    ("hybrid-gru", 1024, 0.95),
+]
+
+
+def matmul_peak(device: str, dtype: torch.dtype, size: int) -> float:
+    """FLOP/s of a square matmul of `size`: the machine's practical peak, median of 5 after 2 warm-ups."""
+    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
+    times = []
+    for i in range(7):
+        synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        synchronize(device)
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    return 2 * size**3 / median(times)
+
+
+def forward_flops_per_token(model: nn.Module, seq_len: int) -> float:
+    """Matmul FLOPs of every Linear (LM head included) plus causal attention scores and weighted sums per token."""
+    linear = sum(2 * m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear))
+    config = model.config
+    layer_types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
+    attention_layers = sum(t != "linear_attention" for t in layer_types)
+    head_dim = config.hidden_size // config.num_attention_heads
+    average_keys = (seq_len + 1) / 2  # causal: query t sees t keys
+    return linear + attention_layers * 4 * config.num_attention_heads * head_dim * average_keys
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, ids: torch.Tensor, autocast: bool) -> None:
+    with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=autocast):
+        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def main() -> None:
+    parser = base_parser(__doc__)
+    parser.add_argument("--seqs", default="256,1024,4096", help="comma-separated sequence lengths")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--models", default="gru,mingru,pure-mingru", help=f"hybrids among {sorted(HYBRIDS)}")
+    parser.add_argument("--autocast-bf16", action="store_true", help="run every model under bf16 autocast")
+    args = parser.parse_args()
+    dtype = setup(args)
+    if args.quick:
+        args.seqs, args.batch = "64,256", 2
+    seqs = [int(s) for s in args.seqs.split(",")]
+    info = print_header("Training throughput: forward + backward + AdamW, tokens/s", args)
+    specs = [LLAMA] + [HYBRIDS[name] for name in args.models.split(",")]
+    models = {spec.name: build(spec, args.device, dtype) for spec in specs}
+    describe(models)
+    optimizers = {name: torch.optim.AdamW(model.parameters(), lr=1e-4) for name, model in models.items()}
+    peak = matmul_peak(args.device, torch.bfloat16 if args.autocast_bf16 else dtype, 2048 if args.device == "cpu" else 8192)
+    print(f"  measured matmul peak: {peak / 1e9:.1f} GFLOP/s")
+
+    rows, results = [], []
+    for seq in seqs:
+        reps = args.reps or (2 if args.quick else DEFAULT_REPS.get(seq, 5))
+        ids = torch.randint(3, models["llama"].config.vocab_size, (args.batch, seq), device=args.device)
+        runs = {
+            name: (lambda m=model, o=optimizers[name]: train_step(m, o, ids, args.autocast_bf16))
+            for name, model in models.items()
+        }
+        print(f"  seq {seq}: {args.warmup} warm-up + {reps} interleaved repetitions per model ...", flush=True)
+        times = interleaved(runs, reps, args.warmup, args.device)
+        for name, model in models.items():
+            step = median(times[name])
+            tokens_per_s = args.batch * seq / step
+            mfu = 3 * forward_flops_per_token(model, seq) * tokens_per_s / peak
+            ratio = paired_ratio(times["llama"], times[name])
+            rows.append([seq, name, f"{step * 1e3:,.0f}", f"{tokens_per_s:,.0f}", f"{ratio:.2f}x", f"{100 * mfu:.1f}%"])
+            results.append({"seq": seq, "model": name, "step_s": times[name], "tokens_per_s": tokens_per_s,
+                            "speedup_vs_llama": ratio, "mfu": mfu})  # fmt: skip
+    print()
+    print(markdown_table(["seq", "model", "step ms (median)", "tokens/s", "vs llama", "MFU"], rows))
+    print()
+    print(target_table(results))
+    write_json(args.json, {"machine": info, "args": vars(args), "peak_flops": peak, "results": results})
+
+
+def target_table(results: list[dict]) -> str:
+    rows = []
+    for model, seq, minimum in TARGETS:
+        found = [r for r in results if r["seq"] == seq and r["model"] != "llama"]
+        if model != "best":
+            found = [r for r in found if r["model"] == model]
+        if not found:
+            continue
+        best = max(found, key=lambda r: r["speedup_vs_llama"])
+        ratio = best["speedup_vs_llama"]
+        met = "met" if ratio >= minimum else "NOT met"
+        rows.append([f"train tokens/s, seq {seq}, {model}", f">= {minimum:.2f}x", f"{ratio:.2f}x ({best['model']})", met])
+    return markdown_table(["target", "wanted", "measured", ""], rows)
+
+
+if __name__ == "__main__":
+    main()
