@@ -13,8 +13,8 @@ Other data, models and launchers (every `TrainingArguments` flag works too: --le
         --config_name configs/hybrid-gru-small --block_size 256 --max_steps 5000 --output_dir outputs/wikitext
     python examples/train_causal_lm.py --push_to_hub --hub_model_id me/hybrid-gru-austen
     python examples/train_causal_lm.py --resume_from_checkpoint last                       # continue a stopped run
-    accelerate launch --num_processes 2 --cpu examples/train_causal_lm.py --output_dir outputs/ddp
-    torchrun --nproc_per_node 2 examples/train_causal_lm.py --output_dir outputs/ddp
+    torchrun --nproc_per_node 2 examples/train_causal_lm.py --output_dir outputs/ddp       # GPUs, else CPU (gloo)
+    accelerate launch --config_file configs/accelerate/ddp.yaml examples/train_causal_lm.py --output_dir outputs/ddp
     python examples/train_causal_lm.py --model_name_or_path outputs/hybrid-gru-austen --use_lora \
         --train_file other.txt --output_dir outputs/lora --learning_rate 1e-3             # LoRA: GRU + attention
 """
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] | None 
         return metrics
 
     output_dir = Path(training_args.output_dir)
-    plot = save_loss_curve(trainer.state.log_history, output_dir / "loss_curve.png", title=f"{output_dir.name}")
+    plot = save_loss_curve(trainer.state.log_history, output_dir / "loss_curve.png", title=output_dir.name)
     sample = sample_text(output_dir, trainer.model, tokenizer, job_args, training_args.seed, model_args.use_lora)
     metrics["sample"] = sample
     write_card(output_dir, metrics, command, (model_args, data_args, job_args, training_args), trainer.model, plot)
