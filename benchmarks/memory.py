@@ -1,6 +1,6 @@
 """Memory of HybridGRU vs Llama: cache bytes versus context length, and peak memory of a training step versus length.
 
-    python benchmarks/memory.py                     # CPU: cache at 256..8192, training at 256/1024/4096, batch 8
+    python benchmarks/memory.py                     # CPU: cache at 256..8192, training at 256/1024/4096, batch 1
     python benchmarks/memory.py --quick             # smoke run, about a minute
     python benchmarks/memory.py --device cuda --dtype bfloat16
 
@@ -98,7 +98,7 @@ def main() -> None:
     parser = base_parser(__doc__)
     parser.add_argument("--contexts", default="256,1024,4096,8192", help="cache: prompt lengths (batch 1)")
     parser.add_argument("--seqs", default="256,1024,4096", help="training: sequence lengths")
-    parser.add_argument("--batch", type=int, default=8, help="training batch size")
+    parser.add_argument("--batch", type=int, default=1, help="training batch size (peaks grow linearly with it)")
     parser.add_argument("--models", default="mingru,gru,pure-mingru", help=f"hybrids among {sorted(HYBRIDS)}")
     parser.add_argument("--child-model", help=argparse.SUPPRESS)  # internal: one training measurement
     parser.add_argument("--child-seq", type=int, help=argparse.SUPPRESS)
