@@ -43,7 +43,7 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_hybrid_gru import HybridGRUConfig
-from .serialization_hybrid_gru import check_loaded_keys, check_local_checkpoint, save_atomically
+from .serialization_hybrid_gru import check_loaded_keys, check_local_checkpoint, save_atomically, stamp_remote_code
 
 # Where each Auto class finds its class once the checkpoint is a folder of remote code (see `save_pretrained`).
 AUTO_MAP = {
@@ -782,6 +782,7 @@ class HybridGRUPreTrainedModel(PreTrainedModel):
             if self.is_remote_code():
                 for module_name in {v.split(".")[0] for v in auto_map.values()}:
                     shutil.copyfile(source_dir / f"{module_name}.py", Path(staging) / f"{module_name}.py")
+                stamp_remote_code(staging)
 
         save_atomically(save_directory, write, kwargs.get("variant"))
         if push_to_hub:
