@@ -8,7 +8,7 @@ padding leaks into the GRU state) are non-zero. The default run is derandomized 
 is reproducible); the `slow` twins draw fresh, more numerous examples.
 
     python -m pytest tests/test_properties.py              # fast, ~10 examples per property
-    python -m pytest tests/test_properties.py -m slow      # 100 random examples per property
+    python -m pytest tests/test_properties.py -m slow      # 100 random examples per property (40 for save/load)
 """
 
 import tempfile
