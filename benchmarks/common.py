@@ -1,4 +1,4 @@
-"""Shared pieces of the speed and memory benchmarks: size-matched HybridGRU and Llama models, interleaved timing, tables.
+"""Shared pieces of the speed and memory benchmarks: size-matched HybridGRU and Llama models, interleaved timing.
 
 Not run on its own; see benchmarks/train_throughput.py, decode_latency.py and memory.py.
 """
@@ -129,6 +129,7 @@ def matched_gru_hidden_size(spec: ModelSpec, target: int) -> int:
     Widths and depths are the issue's; only the GRU width moves, so MLPs and attention layers are identical to Llama's.
     Counted on the meta device: nothing is allocated.
     """
+
     def count(size: int) -> int:
         with torch.device("meta"):
             return parameter_count(HybridGRUForCausalLM(hybrid_config(spec, size)))
@@ -205,7 +206,7 @@ def paired_ratio(baseline: list, candidate: list) -> float:
     Pairing each repetition with its neighbour in time cancels most of the load that other processes put on a
     shared machine.
     """
-    return statistics.median(b / c for b, c in zip(baseline, candidate))
+    return statistics.median(b / c for b, c in zip(baseline, candidate, strict=True))
 
 
 def median(values: list) -> float:

@@ -14,11 +14,10 @@ generate for both models (`disable_compile=True`), so both run eagerly. Repetiti
 and speed-ups are medians of per-repetition ratios against Llama. Cache bytes are read off the returned cache.
 """
 
+import itertools
 import time
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
-
 from common import (
     HYBRIDS,
     LLAMA,
@@ -35,6 +34,7 @@ from common import (
     synchronize,
     write_json,
 )
+from transformers import LogitsProcessor, LogitsProcessorList
 
 TARGETS = [  # (what, context, batch, cache or None for the better of the two, minimum ratio vs Llama)
     ("decode tokens/s", 1024, 1, None, 1.3),
@@ -65,7 +65,7 @@ def timed_generate(model, prompt: torch.Tensor, new_tokens: int, cache: str, dev
         do_sample=False, pad_token_id=0, logits_processor=LogitsProcessorList([clock]), disable_compile=True,
         return_dict_in_generate=True, **kwargs,
     )  # fmt: skip
-    gaps = [b - a for a, b in zip(clock.stamps, clock.stamps[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(clock.stamps)]
     return {"prefill_s": clock.stamps[0] - start, "token_s": median(gaps), "cache": cache_bytes(out.cache)}
 
 
@@ -96,7 +96,7 @@ def main() -> None:
         for cache in args.caches.split(","):
             reps = args.reps or (2 if args.quick else 5 if context <= 1024 else 3)
             runs = {
-                name: (lambda m=model: timed_generate(m, prompt, args.new_tokens, cache, args.device))
+                name: (lambda m=model, p=prompt, c=cache: timed_generate(m, p, args.new_tokens, c, args.device))
                 for name, model in models.items()
             }
             print(f"  context {context}, batch {batch}, {cache} cache: {reps} repetitions ...", flush=True)
@@ -145,7 +145,9 @@ def target_table(results: list[dict]) -> str:
         best = max(found, key=lambda r: r[key])
         met = "met" if best[key] >= minimum else "NOT met"
         where = f"{best['model']}, {best['cache']} cache"
-        rows.append([f"{what}, context {context}, batch {batch}", f">= {minimum:.2f}x", f"{best[key]:.2f}x ({where})", met])
+        rows.append(
+            [f"{what}, context {context}, batch {batch}", f">= {minimum:.2f}x", f"{best[key]:.2f}x ({where})", met]
+        )
     return markdown_table(["target", "wanted", "measured", ""], rows)
 
 

@@ -19,8 +19,6 @@ import subprocess
 import sys
 
 import torch
-from transformers import StaticCache
-
 from common import (
     HYBRIDS,
     LLAMA,
@@ -33,6 +31,7 @@ from common import (
     setup,
     write_json,
 )
+from transformers import StaticCache
 
 TARGET_CACHE_RATIO, TARGET_CONTEXT = 0.35, 4096  # pattern GGA: cache <= 0.35x Llama's at context 4096
 

@@ -11,10 +11,9 @@ summed over the profiled run, and each model's total.
 """
 
 import torch
+from common import HYBRIDS, LLAMA, base_parser, build, describe, print_header, setup
 from torch.profiler import ProfilerActivity, profile
 from transformers import StaticCache
-
-from common import HYBRIDS, LLAMA, base_parser, build, describe, print_header, setup
 
 
 def main() -> None:

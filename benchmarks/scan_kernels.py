@@ -13,9 +13,8 @@ log-space scan (Heinsen, 2023; signed values as two logcumsumexp scans). Each is
 """
 
 import torch
-from torch import nn
-
 from common import base_parser, interleaved, markdown_table, median, print_header, setup, write_json
+from torch import nn
 
 from hf_gru.modeling_hybrid_gru import (
     cudnn_gru,
@@ -100,7 +99,9 @@ def gru_candidates(device: str, size: int, width: int) -> dict:
     module = nn.GRU(width, size, batch_first=True).to(device)
     with torch.no_grad():
         for mine, theirs in zip(
-            (input_proj.weight, hidden_proj.weight, input_proj.bias, hidden_proj.bias), module.parameters()
+            (input_proj.weight, hidden_proj.weight, input_proj.bias, hidden_proj.bias),
+            module.parameters(),
+            strict=True,
         ):
             theirs.copy_(mine)
     candidates = {
@@ -139,7 +140,7 @@ def main() -> None:
         runs = {}
         for name, fn in candidates.items():
             inputs = [t.clone().requires_grad_() for t in (decay, values, h0)]
-            runs[name] = lambda fn=fn, inputs=inputs: (fn(*inputs) * weight).sum().backward()
+            runs[name] = lambda fn=fn, inputs=inputs, w=weight: (fn(*inputs) * w).sum().backward()
         times = interleaved(runs, reps, args.warmup, dev)
         for name, fn in candidates.items():
             with torch.no_grad():
@@ -155,7 +156,10 @@ def main() -> None:
             input_proj.float(), hidden_proj.float()
         if steps > 2048 and dev == "cpu":  # the autograd loop takes minutes at this length on 2 cores
             candidates.pop("reference loop (autograd)")
-        runs = {name: (lambda fn=fn: (fn(x, h) * weight).sum().backward()) for name, fn in candidates.items()}
+        runs = {
+            name: (lambda fn=fn, x=x, h=h, w=weight: (fn(x, h) * w).sum().backward())
+            for name, fn in candidates.items()
+        }
         times = interleaved(runs, reps, args.warmup, dev)
         for name, fn in candidates.items():
             with torch.no_grad():

@@ -1,5 +1,5 @@
-"""Fast GRU paths equal the plain reference paths: scans vs Python loops, hand-written backward vs autograd, packed rows
-vs sequences run alone, compiled vs eager. Run: python -m pytest tests/test_gru_recurrences.py -q"""
+"""Fast GRU paths equal the plain reference paths: scans vs Python loops, hand-written backward vs autograd,
+packed rows vs sequences run alone, compiled vs eager. Run: python -m pytest tests/test_gru_recurrences.py -q"""
 
 import pytest
 import torch
@@ -64,7 +64,9 @@ def test_linear_scan_matches_reference_with_grads(steps):
     expected = linear_recurrence(decay, values, h0)[0]
     actual = linear_scan(decay.transpose(0, 1), values.transpose(0, 1), h0, False).transpose(0, 1)
     assert_close(actual, expected, 1e-6)
-    for a, e in zip(grads(actual, [decay, values, h0], weight), grads(expected, [decay, values, h0], weight)):
+    for a, e in zip(
+        grads(actual, [decay, values, h0], weight), grads(expected, [decay, values, h0], weight), strict=True
+    ):
         assert_close(a, e, 1e-5)
 
 
@@ -82,7 +84,9 @@ def test_gru_scan_matches_reference_with_grads(kind):
     with torch.no_grad():  # the inference variant saves nothing for backward and computes the same states
         assert_close(gru_scan(*args, False)[0].transpose(0, 1), expected, 1e-6, "forward without saving")
     inputs, weight = [gates_x, h0, hidden_proj.weight, hidden_proj.bias], torch.randn(batch, steps, size)
-    for a, e, name in zip(grads(actual, inputs, weight), grads(expected, inputs, weight), ["x", "h0", "W", "b"]):
+    for a, e, name in zip(
+        grads(actual, inputs, weight), grads(expected, inputs, weight), ["x", "h0", "W", "b"], strict=True
+    ):
         assert_close(a, e, 1e-5, f"grad {name}")
 
 
@@ -122,13 +126,15 @@ def test_mixer_fast_path_matches_reference(variant, bidirectional, padded):
     params = [hidden, *fast.parameters()]
     fast_grads = grads(actual, params, weight)
     ref_grads = grads(expected, [hidden, *reference.parameters()], weight)
-    for (name, _), a, e in zip([("input", None), *fast.named_parameters()], fast_grads, ref_grads):
+    for (name, _), a, e in zip([("input", None), *fast.named_parameters()], fast_grads, ref_grads, strict=True):
         assert_close(a, e, 1e-4, f"grad {name}")
 
 
 def test_packed_sequence_starts():
     position_ids = torch.tensor([[0, 1, 2, 0, 1, 0, 5, 6]])
-    assert packed_sequence_starts(position_ids, 2).tolist() == [[False, False, False, True, False, True, True, False]] * 2
+    assert (
+        packed_sequence_starts(position_ids, 2).tolist() == [[False, False, False, True, False, True, True, False]] * 2
+    )
     assert packed_sequence_starts(torch.arange(8)[None], 1) is None
     assert packed_sequence_starts(None, 1) is None
 
@@ -136,7 +142,7 @@ def test_packed_sequence_starts():
 @pytest.mark.parametrize("variant", ["gru", "mingru"])
 @pytest.mark.parametrize("use_fast_path", [True, False])
 def test_packed_rows_match_sequences_run_alone(variant, use_fast_path, monkeypatch):
-    """DataCollatorWithFlattening's padding-free batch: GRU state, short conv and attention all restart per sequence."""
+    """DataCollatorWithFlattening's padding-free batch: GRU state, short conv and attention restart per sequence."""
     monkeypatch.setattr(HybridGRUMixer, "use_fast_path", use_fast_path)
     model = HybridGRUForCausalLM(tiny_config(gru_variant=variant, block_pattern="GAG")).eval()
     for p in model.parameters():  # a non-identity conv, so a conv that leaks across sequences would show
@@ -164,7 +170,7 @@ def test_packed_training_loss_and_grads_match_padded_batch(variant):
     mask = (torch.arange(width)[None] < torch.tensor([len(s) for s in sequences])[:, None]).long()
     labels = ids.masked_fill(mask == 0, -100)
     model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss.backward()
-    for (name, p), g in zip(model.named_parameters(), packed_grads):
+    for (name, p), g in zip(model.named_parameters(), packed_grads, strict=True):
         assert_close(g, p.grad, 1e-5, name)
 
 
@@ -181,7 +187,7 @@ def test_compiled_fullgraph_training_step_matches_eager(variant):
     expected = model(input_ids=ids, labels=ids)
     expected.loss.backward()
     assert_close(out.logits, expected.logits, 1e-5)
-    for g, p in zip(compiled_grads, model.parameters()):
+    for g, p in zip(compiled_grads, model.parameters(), strict=True):
         assert_close(g, p.grad, 1e-5)
 
 
@@ -217,7 +223,7 @@ def test_cudnn_gru_matches_scan_on_cuda():
     assert_close(last, expected[:, -1], 1e-5)
     weight = torch.randn_like(states)
     params = [x, *input_proj.parameters(), *hidden_proj.parameters()]
-    for a, e in zip(grads(states, params, weight), grads(expected, params, weight)):
+    for a, e in zip(grads(states, params, weight), grads(expected, params, weight), strict=True):
         assert_close(a, e, 1e-4)
 
 
