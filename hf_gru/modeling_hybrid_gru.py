@@ -151,7 +151,7 @@ def gru_recurrence(
     resets = reset.unsqueeze(-1).unbind(1) if reset is not None else [None] * gates_x.shape[1]
     h, states = h0, []
     # `unbind` rather than `gates_x[:, t]`: indexing a tensor that requires grad makes backward quadratic in T.
-    for gx, keep_t, reset_t in zip(gates_x.unbind(1), keeps, resets):
+    for gx, keep_t, reset_t in zip(gates_x.unbind(1), keeps, resets, strict=True):
         if reset_t is not None:
             h = h.masked_fill(reset_t, 0.0)
         h_new = gru_cell(gx, h, hidden_proj)
@@ -180,7 +180,7 @@ def mingru_gates(
 def linear_recurrence(decay: torch.Tensor, values: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """h_t = decay_t * h_{t-1} + values_t over (B, T, H), one fused multiply-add per step (the reference)."""
     h, states = h0, []
-    for a, b in zip(decay.unbind(1), values.unbind(1)):
+    for a, b in zip(decay.unbind(1), values.unbind(1), strict=True):
         h = torch.addcmul(b, a, h)
         states.append(h)
     return torch.stack(states, dim=1), h
