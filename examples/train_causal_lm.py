@@ -483,7 +483,7 @@ def write_card(output_dir: Path, metrics: dict, command: str, all_args: tuple, m
     usage = f"""
 from transformers import pipeline
 
-# trust_remote_code: the HybridGRU modeling code ships in this folder; `pip install hf_gru` makes it optional
+# trust_remote_code: the HybridGRU modeling code ships in this folder (not needed after `import hf_gru`)
 generator = pipeline("text-generation", model="{output_dir}", trust_remote_code=True)
 print(generator({job_args.sample_prompt!r}, max_new_tokens=60)[0]["generated_text"])
 """
@@ -498,9 +498,8 @@ tokenizer = AutoTokenizer.from_pretrained("{output_dir}")
 """
     world = training_args.world_size
     launcher = f"  # on {world} processes (torchrun / accelerate launch)" if world > 1 else ""
-    shown = {
-        k: metrics[k] for k in ("eval_loss", "perplexity", "train_loss", "epoch", "train_runtime") if k in metrics
-    }
+    shown = {k: metrics[k] for k in ("eval_loss", "perplexity", "train_loss", "epoch") if k in metrics}
+    shown["train_runtime (s)"] = metrics.get("train_runtime", "n/a")
     shown["steps"] = training_args.max_steps if training_args.max_steps > 0 else "epochs"
     shown["parameters"] = sum(p.numel() for p in model.parameters())
     settings = {"data": asdict(data_args), "model": asdict(model_args), "job": asdict(job_args)}

@@ -51,8 +51,12 @@ def write_model_card(
 
 
 def _format(value: float | int | str) -> str:
-    if isinstance(value, float) and math.isfinite(value):
-        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if math.isfinite(value):
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
     return str(value)
 
 

@@ -9,7 +9,7 @@ from hf_gru.hub import HubPushError, push_folder_to_hub, write_model_card
 def card(folder, **overrides):
     values = dict(
         title="HybridGRU demo", summary="A test model.",
-        metrics={"eval_loss": 3.14159, "perplexity": 23.1407, "steps": 7},
+        metrics={"eval_loss": 3.14159, "perplexity": 23.1407, "steps": 7, "parameters": 1265408, "tokens": 12345.6},
         command="python examples/train_causal_lm.py --max_steps 7", pipeline_tag="text-generation",
         usage="print('hello')", dataset="a novel", hyperparameters={"learning_rate": 0.003}, plot="loss_curve.png",
     )  # fmt: skip
@@ -23,6 +23,7 @@ def test_model_card_content(tmp_path):
     assert text.startswith("---\nlibrary_name: transformers\npipeline_tag: text-generation\nlicense: apache-2.0\n")
     assert "- custom_code\n" in text and "# HybridGRU demo" in text and "Training data: a novel" in text
     assert "| eval_loss | 3.142 |" in text and "| perplexity | 23.14 |" in text and "| steps | 7 |" in text
+    assert "| parameters | 1,265,408 |" in text and "| tokens | 12,346 |" in text
     assert "```bash\npython examples/train_causal_lm.py --max_steps 7\n```" in text
     assert "![loss curve](loss_curve.png)" in text and '"learning_rate": 0.003' in text
 
