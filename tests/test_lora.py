@@ -9,13 +9,9 @@ from transformers import DynamicCache
 from hf_gru import HybridGRUConfig, HybridGRUForCausalLM
 from hf_gru.lora import ATTENTION_TARGETS, DEFAULT_TARGETS, MLP_TARGETS, lora_targets
 
-# The fast GRU path (HybridGRUMixer._recur) reads `hidden_proj.weight` directly for the classic cell, so a LoRA adapter
-# on hidden_proj is skipped in training and prefill but applied in one-token decoding. Fix needed in the core file:
-# take the fast path only when the projections are plain nn.Linear (see .notes/issue-3a.md).
-HIDDEN_PROJ_BYPASSED = pytest.mark.xfail(
-    strict=True, reason="fast GRU path bypasses a LoRA-wrapped hidden_proj (classic cell); see .notes/issue-3a.md"
-)
-VARIANTS = [pytest.param("mingru"), pytest.param("gru", marks=HIDDEN_PROJ_BYPASSED)]
+# The fused GRU paths read `hidden_proj.weight` directly, so HybridGRUMixer._recur sends adapter-wrapped projections
+# through the reference loop; both variants must train every adapter.
+VARIANTS = ["mingru", "gru"]
 
 
 def tiny_model(variant: str = "gru") -> HybridGRUForCausalLM:
