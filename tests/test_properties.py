@@ -1,5 +1,5 @@
-"""Property-based tests (hypothesis) over random tiny configs and inputs: padding invariance (left and right), cached ==
-uncached, save/load identity, batch independence.
+"""Property-based tests (hypothesis) over random tiny configs and inputs: padding invariance (left and right),
+cached == uncached, save/load identity, batch independence.
 
 Configs draw the block pattern (all-GRU `G` and all-attention `A` included, `L` sliding windows), the GRU variant,
 query/key-value heads, head and GRU widths, conv kernel, tied embeddings, and bidirectional mode for the encoder

@@ -38,8 +38,10 @@ from tests.helpers import tiny_config
 
 root, old_shard, new_shard, which = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 OLD_THETA, NEW_THETA = 10000.0, 500.0
-torch.manual_seed(0); old = HybridGRUForCausalLM(tiny_config(rope_parameters={"rope_type": "default", "rope_theta": OLD_THETA}))
-torch.manual_seed(1); new = HybridGRUForCausalLM(tiny_config(rope_parameters={"rope_type": "default", "rope_theta": NEW_THETA}))
+def build(seed, theta):
+    torch.manual_seed(seed)
+    return HybridGRUForCausalLM(tiny_config(rope_parameters={"rope_type": "default", "rope_theta": theta}))
+old, new = build(0, OLD_THETA), build(1, NEW_THETA)
 SIDECARS = {"tokenizer.json": b'{"model": "bpe"}', "optimizer.pt": os.urandom(256), "trainer_state.json": b"{}",
             "README.md": b"# my notes"}
 reference = root / "reference"
@@ -57,7 +59,9 @@ def as_model(folder):
     except Exception as error:
         return f"error:{type(error).__name__}"
     theta, state = model.config.rope_parameters["rope_theta"], model.state_dict()
-    return "old" if same(state, old) and theta == OLD_THETA else "new" if same(state, new) and theta == NEW_THETA else "WRONG"
+    if same(state, old) and theta == OLD_THETA:
+        return "old"
+    return "new" if same(state, new) and theta == NEW_THETA else "WRONG"
 
 def as_weights(folder):
     """What Trainer's resume_from_checkpoint reads (config.json ignored): model.safetensors, else the index."""
@@ -95,7 +99,8 @@ new.save_pretrained(scratch, max_shard_size=new_shard)
 total = count[0]
 for name, original in originals.items():
     setattr(os, name, original)
-steps = range(1, total + 2) if which == "all" else sorted({1, 2, 3, total // 3, total // 2, total - 2, total - 1, total, total + 1})
+sample = {1, 2, 3, total // 3, total // 2, total - 2, total - 1, total, total + 1}
+steps = range(1, total + 2) if which == "all" else sorted(sample)
 
 results = []
 for point in ["stage"] + list(steps):
@@ -255,13 +260,19 @@ def test_push_to_hub_uploads_every_remote_code_module(monkeypatch):
     import transformers.utils.hub as hub
 
     uploaded = []
-    monkeypatch.setattr(hub, "hf_api", lambda: type("Api", (), {"create_repo": lambda s, r, **k: type("R", (), {"repo_id": r})()})())
-    monkeypatch.setattr(hub, "create_and_tag_model_card", lambda *a, **k: type("Card", (), {"save": lambda s, p: None})())
+    class FakeApi:
+        def create_repo(self, repo_id, **kwargs):
+            return type("Repo", (), {"repo_id": repo_id})()
+
+    monkeypatch.setattr(hub, "hf_api", FakeApi)
+    card = type("Card", (), {"save": lambda *_: None})
+    monkeypatch.setattr(hub, "create_and_tag_model_card", lambda *a, **k: card())
     monkeypatch.setattr(HybridGRUForCausalLM, "_upload_modified_files",
                         lambda self, folder, repo_id, **k: uploaded.extend(sorted(os.listdir(folder))))  # fmt: skip
     lm().push_to_hub("someone/model")
-    assert {"config.json", "model.safetensors", CHECKSUMS_NAME, "modeling_hybrid_gru.py", "configuration_hybrid_gru.py",
-            "serialization_hybrid_gru.py", "modeling_hybrid_gru_time_series.py", "modeling_hybrid_gru_ctc.py"} <= set(uploaded)
+    code = {"modeling_hybrid_gru.py", "configuration_hybrid_gru.py", "serialization_hybrid_gru.py",
+            "modeling_hybrid_gru_time_series.py", "modeling_hybrid_gru_ctc.py"}
+    assert {"config.json", "model.safetensors", CHECKSUMS_NAME} | code <= set(uploaded)
     assert not [name for name in uploaded if name.startswith(".hf_gru_")]
 
 
@@ -325,7 +336,8 @@ BAD_CHECKPOINTS = [
     ("listed-file-missing", lambda f: (f / "model.safetensors").rename(f / "elsewhere"), OSError,
      ["model.safetensors", "missing"]),
     ("missing-backbone-tensor", lambda f: rewrite_weights(f, lambda s: s.pop(CONV)), ValueError, ["lacks", CONV]),
-    ("unexpected-backbone-tensor", lambda f: rewrite_weights(f, lambda s: s.update({"model.layers.9.x": torch.ones(1)})),
+    ("unexpected-backbone-tensor",
+     lambda f: rewrite_weights(f, lambda s: s.update({"model.layers.9.x": torch.ones(1)})),
      ValueError, ["unexpected", "model.layers.9.x"]),
     ("mismatched-shape", lambda f: rewrite_weights(f, lambda s: s.update({CONV: torch.zeros(3, 3)})), ValueError,
      [CONV, "(3, 3)", "(32, 1, 4)"]),

@@ -78,15 +78,16 @@ def test_500_bf16_autocast_training_steps_stay_finite(corpus_ids, one_thread, va
 @pytest.mark.parametrize("variant", ["gru", "mingru"])
 def test_gru_state_stays_bounded_over_100k_streamed_tokens(corpus_ids, one_thread, variant):
     """100k corpus tokens stream through a DynamicCache in 2048-token chunks (sliding-window attention keeps the KV
-    cache small). The classic GRU's state is a convex mix of tanh outputs, so |h| < 1; minGRU's is a convex mix of
-    its candidates, so |h| <= the largest |candidate| seen so far (read from `input_proj`, whose second half holds
-    the candidates). Both bounds hold after every chunk, and every output is finite. Weights get noise on top of
-    their initialisation so the gates are far from their starting values."""
+    cache small). The classic GRU's state is a convex mix of tanh outputs, so |h| <= 1 (tanh rounds to 1.0 in float32
+    when saturated); minGRU's is a convex mix of its candidates, so |h| <= the largest |candidate| seen so far (read
+    from `input_proj`, whose second half holds the candidates). Both bounds hold after every chunk, and every output
+    is finite. Weights get noise on top of their initialisation so the gates are far from their starting values."""
     model = small_lm(variant, block_pattern="GGL", sliding_window=256).eval()
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.add_(0.5 * torch.randn_like(parameter))
-    mixers = [(i, layer.mixer) for i, layer in enumerate(model.model.layers) if isinstance(layer.mixer, HybridGRUMixer)]
+    layers = enumerate(model.model.layers)
+    mixers = [(i, layer.mixer) for i, layer in layers if isinstance(layer.mixer, HybridGRUMixer)]
     largest_candidate = dict.fromkeys([i for i, _ in mixers], 0.0)
 
     def record(index):

@@ -36,9 +36,11 @@ ALLOWED = (ast.Import, ast.ImportFrom, ast.ClassDef, ast.FunctionDef, ast.Assign
 for name in modules:
     tree = ast.parse(open(os.path.join(folder, name + ".py")).read())
     for node in tree.body:
-        docstring = isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+        value = node.value if isinstance(node, ast.Expr) else None
+        docstring = isinstance(value, ast.Constant) and isinstance(value.value, str)
         # `op.register_autograd(...)` / `register_fake` complete a torch.library custom op (checked below)
-        op_setup = isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Attribute) and node.value.func.attr in ("register_autograd", "register_fake", "register_kernel")
+        op_setup = isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and value.func.attr in (
+            "register_autograd", "register_fake", "register_kernel")
         if not (isinstance(node, ALLOWED) or docstring or op_setup):
             static.append(f"{{name}}.py:{{node.lineno}} top-level {{type(node).__name__}}")
         if isinstance(node, ast.Import):
@@ -57,13 +59,15 @@ from transformers.models.auto import configuration_auto, modeling_auto
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 def state():
-    mappings = [configuration_auto.CONFIG_MAPPING] + [getattr(modeling_auto, n) for n in dir(modeling_auto) if n.startswith("MODEL_") and n.endswith("_MAPPING")]
+    names = [n for n in dir(modeling_auto) if n.startswith("MODEL_") and n.endswith("_MAPPING")]
+    mappings = [configuration_auto.CONFIG_MAPPING] + [getattr(modeling_auto, n) for n in names]
     return {{
         "threads": sorted(t.name for t in threading.enumerate()),
         "environ": hashlib.sha256(repr(sorted(os.environ.items())).encode()).hexdigest(),
         "sys.path": list(sys.path),
         "torch": [str(torch.get_default_dtype()), torch.is_grad_enabled(), torch.get_num_threads(),
-                  torch.are_deterministic_algorithms_enabled(), hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest()],
+                  torch.are_deterministic_algorithms_enabled(),
+                  hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest()],
         "python_rng": hashlib.sha256(repr(random.getstate()).encode()).hexdigest(),
         "registries": [sorted(map(str, getattr(m, "_extra_content", {{}}).keys())) for m in mappings]
                       + [sorted(ALL_ATTENTION_FUNCTIONS.keys())],
@@ -80,8 +84,8 @@ NETWORK = ("socket.", "urllib.", "http.", "ftplib.", "smtplib.", "imaplib.", "po
            "webbrowser.")
 PROCESS = ("subprocess.", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty", "os.kill",
            "os.killpg", "signal.", "pty.")
-OTHER = ("_thread.start_new_thread", "threading.", "os.putenv", "os.unsetenv", "ctypes.dlopen", "sys.settrace", "sys.setprofile",
-         "sys.addaudithook", "builtins.input")
+OTHER = ("_thread.start_new_thread", "threading.", "os.putenv", "os.unsetenv", "ctypes.dlopen", "sys.settrace",
+         "sys.setprofile", "sys.addaudithook", "builtins.input")
 events, imported = [], []
 
 def hook(event, args):
