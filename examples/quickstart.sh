@@ -22,8 +22,8 @@ python -m pip install -q torch==2.13.0        # the CPU wheel here; on a GPU mac
 python -m pip install -q -e ".[examples]"
 
 export TOKENIZERS_PARALLELISM=false
-# One intra-op thread unless told otherwise: the tiny model's tensors are too small for threads to pay off, and on a
-# busy machine two threads spun idle (measured: 14 s vs 3.2 s per step under load). OMP_NUM_THREADS=2 overrides.
+# One intra-op thread unless told otherwise: the tiny model's tensors are small, and on a busy machine two threads
+# spin while they wait (benchmarks/train_step_threads.py compares). OMP_NUM_THREADS=2 overrides.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 start=$SECONDS
 python examples/train_causal_lm.py --output_dir outputs/hybrid-gru-austen --overwrite_output_dir "$@"
