@@ -131,7 +131,7 @@ def test_right_padding_does_not_change_real_tokens(variant):
 
 
 def generate(model, ids, **kwargs):
-    kwargs = dict(max_new_tokens=6, pad_token_id=0, eos_token_id=None, return_dict_in_generate=True, **kwargs)
+    kwargs = {"max_new_tokens": 6, "pad_token_id": 0, "eos_token_id": None, "return_dict_in_generate": True, **kwargs}
     with torch.no_grad():
         return model.generate(ids, output_scores=True, **kwargs)
 
