@@ -991,6 +991,17 @@ def _check_cache(config: HybridGRUConfig, cache) -> None:
             )
 
 
+def check_class_labels(labels: torch.Tensor, num_classes: int, name: str = "labels") -> None:
+    """Class-index labels must lie in [0, num_classes) or be -100 (ignored); otherwise cross-entropy fails with an
+    IndexError on CPU or a device assert on CUDA that names nothing."""
+    if labels.dtype.is_floating_point or is_torchdynamo_compiling():
+        return  # float labels mean regression / multi-label; those losses check their own shapes
+    counted = labels[labels != -100]
+    if counted.numel() and (counted.min() < 0 or counted.max() >= num_classes):
+        bad = counted.min().item() if counted.min() < 0 else counted.max().item()
+        raise ValueError(f"`{name}` contains {bad}, outside [0, {num_classes}) (use -100 to ignore a position).")
+
+
 class HybridGRUModel(HybridGRUPreTrainedModel):
     def __init__(self, config: HybridGRUConfig):
         super().__init__(config)
@@ -1119,6 +1130,7 @@ class HybridGRUForCausalLM(HybridGRUPreTrainedModel, GenerationMixin):
         logits = self.lm_head(hidden_states[:, keep, :])
         loss = None
         if labels is not None:
+            check_class_labels(labels, self.config.vocab_size)
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         return CausalLMOutputWithPast(
             loss=loss,
@@ -1183,6 +1195,8 @@ class HybridGRUForSequenceClassification(HybridGRUPreTrainedModel):
         logits = self.score(self.dropout(pooled))
         loss = None
         if labels is not None:
+            if self.config.num_labels > 1:
+                check_class_labels(labels, self.config.num_labels)
             loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config, **kwargs)
         return SequenceClassifierOutputWithPast(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
@@ -1220,6 +1234,7 @@ class HybridGRUForTokenClassification(HybridGRUPreTrainedModel):
         logits = self.score(self.dropout(outputs.last_hidden_state))
         loss = None
         if labels is not None:
+            check_class_labels(labels, self.config.num_labels)
             loss = self.loss_function(logits, labels, self.config, **kwargs)
         return TokenClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions

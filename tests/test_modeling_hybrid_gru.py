@@ -465,3 +465,19 @@ def test_sliding_window_layers_cached_and_static_match_full(attn_implementation)
     dynamic = generate(model, ids, do_sample=False, max_new_tokens=8)
     static = generate(model, ids, do_sample=False, max_new_tokens=8, cache_implementation="static")
     assert torch.equal(dynamic.sequences, static.sequences)
+
+
+@pytest.mark.parametrize(
+    ("model_class", "overrides", "labels", "needle"),
+    [
+        (HybridGRUForCausalLM, {}, torch.tensor([[1, 2, 99]]), "99"),
+        (HybridGRUForCausalLM, {}, torch.tensor([[1, -5, 3]]), "-5"),
+        (HybridGRUForSequenceClassification, {"num_labels": 3}, torch.tensor([3]), "3"),
+        (HybridGRUForTokenClassification, {"num_labels": 5}, torch.tensor([[0, -100, 7]]), "7"),
+    ],
+)
+def test_out_of_range_labels_raise_value_error(model_class, overrides, labels, needle):
+    model = model_class(tiny_config(**overrides))
+    ids = random_ids(1, labels.shape[-1] if labels.ndim == 2 else 3)
+    with pytest.raises(ValueError, match=f"`labels` contains {needle}, outside"):
+        model(ids, labels=labels)
