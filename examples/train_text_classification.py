@@ -21,8 +21,8 @@ flag works (`--learning_rate`, `--num_train_epochs`, `--per_device_train_batch_s
 
 import json
 import logging
-import os
 import random
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +30,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import transformers
+from tokenizers import normalizers
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -57,10 +58,10 @@ TRAINING_DEFAULTS = {
     "output_dir": "outputs/text-classification",
     "do_train": True,
     "do_eval": True,
-    "learning_rate": 2e-3,
+    "learning_rate": 5e-4,
     "weight_decay": 0.01,
     "warmup_steps": 30,
-    "num_train_epochs": 4,
+    "num_train_epochs": 3,
     "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 64,
     "train_sampling_strategy": "group_by_length",  # batches of similar length: little padding for the GRU to run over
@@ -89,6 +90,12 @@ class ModelArguments:
         default=None, metadata={"help": "A saved tokenizer; default: the checkpoint's, or one trained on train texts."}
     )
     vocab_size: int = field(default=8000, metadata={"help": "Vocabulary of the tokenizer trained from scratch."})
+    lowercase: bool = field(
+        default=True,
+        metadata={
+            "help": "The tokenizer trained from scratch lowercases its input (saved with it, so pipelines too)."
+        },
+    )
     hidden_size: int = field(default=128)
     intermediate_size: int = field(default=352)
     num_hidden_layers: int = field(default=2)
@@ -176,7 +183,12 @@ def build_tokenizer(model_args: ModelArguments, texts: list[str], max_length: in
     name = model_args.tokenizer_name or model_args.model_name_or_path
     if name is not None:
         return AutoTokenizer.from_pretrained(name, trust_remote_code=model_args.trust_remote_code)
-    return train_bpe_tokenizer(texts, vocab_size=model_args.vocab_size, model_max_length=max_length)
+    if model_args.lowercase:
+        texts = [text.lower() for text in texts]
+    tokenizer = train_bpe_tokenizer(texts, vocab_size=model_args.vocab_size, model_max_length=max_length)
+    if model_args.lowercase:  # part of tokenizer.json: the pipeline and every later user lowercase the same way
+        tokenizer.backend_tokenizer.normalizer = normalizers.Lowercase()
+    return tokenizer
 
 
 def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, labels: list[str], max_length: int):
@@ -338,7 +350,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         trainer.save_state()
         plot = save_loss_curve(trainer.state.log_history, Path(training_args.output_dir) / "loss_curve.png",
                                title="text classification")  # fmt: skip
-        command = "python " + " ".join([os.path.relpath(sys.argv[0]), *(argv if argv is not None else sys.argv[1:])])
+        command = shlex.join(
+            ["python", "examples/train_text_classification.py", *(sys.argv[1:] if argv is None else argv)]
+        )
         write_model_card(training_args.output_dir, metrics, labels, command)
         logger.info("Saved model, tokenizer, metrics and loss curve (%s) to %s", plot, training_args.output_dir)
         print(json.dumps({k: round(v, 4) for k, v in metrics.items() if k.startswith(("eval_", "test_"))}, indent=1))

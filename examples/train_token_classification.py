@@ -23,7 +23,7 @@ works (`--learning_rate`, `--num_train_epochs`, ...).
 import importlib.resources
 import json
 import logging
-import os
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -396,7 +396,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         trainer.save_metrics("all", metrics)
         trainer.save_state()
         save_loss_curve(trainer.state.log_history, Path(training_args.output_dir) / "loss_curve.png", title="NER")
-        command = "python " + " ".join([os.path.relpath(sys.argv[0]), *(argv if argv is not None else sys.argv[1:])])
+        command = shlex.join(
+            ["python", "examples/train_token_classification.py", *(sys.argv[1:] if argv is None else argv)]
+        )
         Path(training_args.output_dir, "training_command.txt").write_text(command + "\n")
         print(json.dumps({k: round(v, 4) for k, v in metrics.items() if k.startswith(("eval_", "test_"))}, indent=1))
     return metrics

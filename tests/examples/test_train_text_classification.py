@@ -174,3 +174,30 @@ def test_fine_food_reviews_beats_majority(text_classification, tmp_path):
     test_labels = [json.loads(line)["label"] for line in (data / "test.jsonl").read_text().splitlines()[:300]]
     majority = max(test_labels.count(label) for label in set(test_labels)) / len(test_labels)
     assert metrics["test_accuracy"] > majority + 0.03, (metrics["test_accuracy"], majority)
+
+
+def test_lowercase_tokenizer_is_saved_with_its_normalizer(text_classification, tmp_path):
+    args = text_classification.ModelArguments(lowercase=True, vocab_size=300)
+    tokenizer = text_classification.build_tokenizer(args, [row["text"] for row in reviews(20, seed=0)], 32)
+    tokenizer.save_pretrained(tmp_path)
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert reloaded("The SNACK was GREAT")["input_ids"] == reloaded("the snack was great")["input_ids"]
+
+
+def test_dataset_name_with_class_labels(text_classification, tmp_path):
+    """`--dataset_name` (here a local folder of parquet files, as the Hub serves them) with `ClassLabel` labels."""
+    import datasets
+
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
+    )
+    for split, seed in (("train", 0), ("test", 1)):
+        rows = reviews(12, seed)
+        labels = [1 if row["label"] == "great" else 0 for row in rows]
+        data = datasets.Dataset.from_dict({"text": [row["text"] for row in rows], "label": labels}, features=features)
+        data.to_parquet(tmp_path / "data" / f"{split}.parquet")
+    args = ["--dataset_name", str(tmp_path / "data"), "--num_train_epochs", "1", "--output_dir", str(tmp_path / "out")]
+    metrics = text_classification.main([*args, *TINY_MODEL])
+    assert "test_f1_neg" in metrics and "test_f1_pos" in metrics
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["id2label"] == {"0": "neg", "1": "pos"}

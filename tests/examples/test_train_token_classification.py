@@ -172,3 +172,28 @@ def test_pipeline_without_hf_gru(trained):
     result = run_without_hf_gru(code, cwd=folder.parent)
     assert result["groups"] == ["LOC", "PER"]
     assert result["module"].startswith("transformers_modules")
+
+
+def test_dataset_name_with_class_labels(token_classification, tmp_path):
+    """`--dataset_name` (a local folder of parquet files, as the Hub serves them) with `Sequence(ClassLabel)` tags."""
+    import datasets
+
+    names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    features = datasets.Features(
+        {
+            "tokens": datasets.Sequence(datasets.Value("string")),
+            "ner_tags": datasets.Sequence(datasets.ClassLabel(names=names)),
+        }
+    )
+    for split, seed in (("train", 0), ("validation", 1), ("test", 2)):
+        rows = sentences(12, seed)
+        data = {
+            "tokens": [[w for w, _ in row] for row in rows],
+            "ner_tags": [[names.index(t) for _, t in row] for row in rows],
+        }
+        datasets.Dataset.from_dict(data, features=features).to_parquet(tmp_path / "data" / f"{split}.parquet")
+    args = ["--dataset_name", str(tmp_path / "data"), "--num_train_epochs", "1", "--output_dir", str(tmp_path / "out")]
+    metrics = token_classification.main([*args, *TINY_MODEL])
+    assert "test_f1" in metrics
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert list(config["id2label"].values()) == names
