@@ -3,20 +3,26 @@
 Follows transformers' `PatchTSTForPrediction` conventions (`past_values`, `past_observed_mask`, `future_values`,
 `prediction_outputs`, `loc`/`scale`, `generate()` returning sample paths). Each channel is forecast as its own
 univariate series with shared weights (channel independence, as PatchTST). A series is scaled per window over its
-observed points, cut into patches of `patch_length` steps (the embedding of a patch sees its values and its observed
-mask), run through the causal backbone, and the state after the last patch is projected to the whole horizon.
-Because the forecast reads only that last state, a series can be fed in chunks with the backbone's cache and gives
-the same forecast as one call over the whole context (see `forward`).
+observed points and cut into patches of `patch_length` steps (the embedding of a patch sees its values and its
+observed mask). The backbone runs over these past patches followed by one learned placeholder token per future patch
+(as the placeholders of Informer's decoder, Zhou et al., 2021); each placeholder's output is projected to the values
+of its patch. The GRU layers carry the past into the placeholders and the attention layers let each placeholder look
+up the same hour a day or a week back. The backbone is causal and the placeholders come last, so a series can also be
+fed in chunks through the backbone's cache (the forecast then runs on a fork of the cache) and gives the same
+forecast as one call over the whole context (see `forward`).
 
 This file is remote code (copied next to checkpoints by `save_pretrained`): it imports only torch, transformers and
 its sibling modules.
 """
 
+import copy
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import SampleTSPredictionOutput
 from transformers.processing_utils import Unpack
@@ -149,14 +155,28 @@ class HybridGRUForTimeSeriesPrediction(HybridGRUPreTrainedModel):
     ```
     """
 
+    # The loss is a mean over the batch's observed points, so the Trainer must average over gradient-accumulation
+    # steps itself rather than pass `num_items_in_batch`.
+    accepts_loss_kwargs = False
+
     def __init__(self, config: HybridGRUConfig):
         super().__init__(config)
         self.model = HybridGRUModel(config)  # built directly: remote code cannot call AutoModel without trust
         self.patch_embedding = HybridGRUPatchEmbedding(config)
+        self.num_future_patches = math.ceil(config.prediction_length / config.patch_length)
+        # One learned token per future patch: the backbone runs on past patches followed by these placeholders, and
+        # each placeholder's output becomes the forecast of its patch (as Informer's decoder placeholders).
+        self.future_tokens = nn.Parameter(torch.zeros(self.num_future_patches, config.hidden_size))
         self.dropout = nn.Dropout(config.classifier_dropout)
-        num_outputs = 3 if config.loss == "nll" else 1  # Student-t: df, loc, scale per step
-        self.head = nn.Linear(config.hidden_size, num_outputs * config.prediction_length)
+        self.num_outputs = 3 if config.loss == "nll" else 1  # Student-t: df, loc, scale per step
+        self.head = nn.Linear(config.hidden_size, self.num_outputs * config.patch_length)
         self.post_init()
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, HybridGRUForTimeSeriesPrediction):
+            init.normal_(module.future_tokens, mean=0.0, std=self.config.initializer_range)
 
     @can_return_tuple
     def forward(
@@ -201,11 +221,16 @@ class HybridGRUForTimeSeriesPrediction(HybridGRUPreTrainedModel):
 
         batch, _, channels = past_values.shape
         tokens = self.patch_embedding(scaled.transpose(1, 2).flatten(0, 1), observed.transpose(1, 2).flatten(0, 1))
-        outputs = self.model(inputs_embeds=tokens, cache=cache, use_cache=use_cache, **kwargs)  # (B*C, N, D)
-        hidden = outputs.last_hidden_state
-        summary = hidden.mean(1) if config.bidirectional else hidden[:, -1]  # (B*C, D)
-        head_out = self.head(self.dropout(summary)).view(batch, channels, -1, config.prediction_length)
-        head_out = head_out.permute(2, 0, 3, 1)  # (num_outputs, B, H, C)
+        future = self.future_tokens.expand(tokens.shape[0], -1, -1)  # (B*C, F, D)
+        if cache is None and not use_cache:  # one shot: past and future patches in one pass
+            outputs = self.model(inputs_embeds=torch.cat([tokens, future], dim=1), use_cache=False, **kwargs)
+        else:  # streaming: the context moves the cache on; the forecast runs on a fork of it
+            outputs = self.model(inputs_embeds=tokens, cache=cache, use_cache=True)
+            cache = outputs.cache
+            outputs = self.model(inputs_embeds=future, cache=fork_cache(cache), use_cache=True, **kwargs)
+        hidden = outputs.last_hidden_state[:, -self.num_future_patches :]  # (B*C, F, D)
+        head_out = self.head(self.dropout(hidden)).view(batch, channels, -1, self.num_outputs)  # (B, C, F*P, k)
+        head_out = head_out[:, :, : config.prediction_length].permute(3, 0, 2, 1)  # (k, B, H, C)
 
         distribution_params = None
         if config.loss == "nll":
@@ -223,7 +248,7 @@ class HybridGRUForTimeSeriesPrediction(HybridGRUPreTrainedModel):
             distribution_params=distribution_params,
             loc=loc,
             scale=scale,
-            cache=outputs.cache,
+            cache=cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
@@ -283,6 +308,22 @@ class HybridGRUForTimeSeriesPrediction(HybridGRUPreTrainedModel):
         samples = torch.distributions.StudentT(df, mu, sigma).sample((num_samples,))  # (S, B, H, C), scaled
         samples = samples * outputs.scale + outputs.loc
         return SampleTSPredictionOutput(sequences=samples.transpose(0, 1))
+
+
+def fork_cache(cache: Cache) -> Cache:
+    """A copy of `cache` whose updates leave the original untouched (cache layers update their states in place).
+
+    Differentiable (tensors are cloned), unlike `copy.deepcopy`, which refuses tensors that carry a graph.
+    """
+    forked = copy.copy(cache)
+    forked.layers = [copy.copy(layer) for layer in cache.layers]
+    for layer in forked.layers:
+        for name, value in vars(layer).items():
+            if torch.is_tensor(value):
+                setattr(layer, name, value.clone())
+            elif isinstance(value, dict):  # per-state tensors and flags of linear-attention (GRU) layers
+                setattr(layer, name, {k: v.clone() if torch.is_tensor(v) else v for k, v in value.items()})
+    return forked
 
 
 def student_t_domain(df: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, ...]:
