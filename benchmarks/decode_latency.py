@@ -9,7 +9,8 @@ Each measurement is one greedy `generate()` call on a random prompt of `context`
 dynamic cache or `cache_implementation="static"`, for the same size-matched models as train_throughput.py (random
 init, tied embeddings). A logits processor stamps the clock at every generated token: prefill = time to the first
 token, per-token latency = median gap between the following tokens (so the prefill is never counted as decoding).
-`--new-tokens` tokens are forced (min_new_tokens) so every call decodes the same count; torch.compile stays off in
+`--new-tokens` tokens are forced (min_new_tokens) so every call decodes the same count; a static cache is sized to
+each call's prompt + new tokens (generate would keep the largest size seen before); torch.compile stays off in
 generate for both models (`disable_compile=True`), so both run eagerly. Repetitions are interleaved across models
 and speed-ups are medians of per-repetition ratios against Llama. Cache bytes are read off the returned cache.
 """
@@ -58,6 +59,9 @@ class StepClock(LogitsProcessor):
 def timed_generate(model, prompt: torch.Tensor, new_tokens: int, cache: str, device: str) -> dict:
     clock = StepClock(device)
     kwargs = {} if cache == "dynamic" else {"cache_implementation": cache}
+    # generate() sizes a static cache to the largest length any earlier call used (to spare torch.compile a
+    # recompile); size it to this call, so each row measures its own context
+    model._previous_max_cache_length = -1
     synchronize(device)
     start = time.perf_counter()
     out = model.generate(
