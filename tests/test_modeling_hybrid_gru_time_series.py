@@ -302,7 +302,7 @@ def test_example_and_benchmark_smoke(tmp_path):
     pytest.importorskip("matplotlib", reason="needs matplotlib")
     example = subprocess.run(
         [sys.executable, str(REPO / "examples/train_forecasting.py"), "--output-dir", str(tmp_path / "out"),
-         "--max-steps", "4", "--test-stride", "480"],
+         "--max-steps", "4", "--eval-steps", "2", "--test-stride", "480"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert example.returncode == 0, example.stderr[-3000:]
