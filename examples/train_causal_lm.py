@@ -526,4 +526,10 @@ tokenizer = AutoTokenizer.from_pretrained("{output_dir}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        # Join gloo's worker threads before the interpreter exits: without this a rank that finished cleanly can
+        # still abort at exit ("terminate called without an active exception"), failing the whole launch.
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
