@@ -909,9 +909,7 @@ def _check_input_ids(config: HybridGRUConfig, input_ids: torch.Tensor) -> None:
 
 
 def _check_inputs_embeds(config: HybridGRUConfig, inputs_embeds: torch.Tensor, dtype: torch.dtype | None) -> None:
-    _check_tensor("inputs_embeds", inputs_embeds)
-    if not inputs_embeds.dtype.is_floating_point:
-        raise ValueError(f"`inputs_embeds` must be a floating-point tensor, got dtype {inputs_embeds.dtype}.")
+    check_float_input("inputs_embeds", inputs_embeds, dtype)
     if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != config.hidden_size:
         raise ValueError(
             f"`inputs_embeds` must have shape (batch, seq_len, hidden_size={config.hidden_size}), "
@@ -920,21 +918,44 @@ def _check_inputs_embeds(config: HybridGRUConfig, inputs_embeds: torch.Tensor, d
     if inputs_embeds.shape[0] == 0 or inputs_embeds.shape[1] == 0:
         shape = tuple(inputs_embeds.shape)
         raise ValueError(f"`inputs_embeds` is empty: shape {shape}; batch and seq_len must be >= 1.")
-    autocast = torch.is_autocast_enabled(inputs_embeds.device.type)
-    if dtype is not None and inputs_embeds.dtype != dtype and not autocast:
+    check_finite("inputs_embeds", inputs_embeds)
+
+
+def check_float_input(name: str, value, dtype: torch.dtype | None) -> None:
+    """A floating-point tensor of the model's `dtype` (any float dtype under autocast). Shared by the heads that take
+    continuous inputs, so a float64 array or an integer tensor is named instead of failing as a dtype clash in a matmul.
+    """
+    _check_tensor(name, value)
+    if not value.dtype.is_floating_point:
+        raise ValueError(f"`{name}` must be a floating-point tensor, got dtype {value.dtype}.")
+    autocast = torch.is_autocast_enabled(value.device.type)
+    if dtype is not None and value.dtype != dtype and not autocast:
         raise ValueError(
-            f"`inputs_embeds` has dtype {inputs_embeds.dtype} but the model's weights are {dtype}; cast it with "
-            f"`.to({dtype})` or run under torch.autocast."
+            f"`{name}` has dtype {value.dtype} but the model's weights are {dtype}; cast it with `.to({dtype})` or "
+            "run under torch.autocast."
         )
+
+
+def check_finite(name: str, value: torch.Tensor, axes: tuple[str, ...] = ("batch", "position", "channel")) -> None:
+    """NaN/inf in a continuous input: the count and the first bad value with its index, one name per axis."""
+    if is_torchdynamo_compiling():
+        return
+    bad = ~torch.isfinite(value)
+    if bad.any():
+        index = bad.nonzero()[0].tolist()
+        where = ", ".join(f"{axis} {i}" for axis, i in zip(axes, index, strict=True))
+        raise ValueError(
+            f"`{name}` contains {int(bad.sum())} NaN/inf values (first: {value[tuple(index)].item()} at {where})."
+        )
+
+
+def check_binary_mask(name: str, mask, meaning: str = "1 (token) or 0 (padding)") -> None:
+    """A mask tensor holding only 0s and 1s (a bool mask is fine)."""
+    _check_tensor(name, mask)
     if not is_torchdynamo_compiling():
-        bad = ~torch.isfinite(inputs_embeds)
+        bad = (mask != 0) & (mask != 1)
         if bad.any():
-            row, step, channel = bad.nonzero()[0].tolist()
-            value = inputs_embeds[row, step, channel].item()
-            raise ValueError(
-                f"`inputs_embeds` contains {int(bad.sum())} NaN/inf values (first: {value} at batch {row}, "
-                f"position {step}, channel {channel})."
-            )
+            raise ValueError(f"`{name}` contains value {mask[bad][0].item()}; expected {meaning}.")
 
 
 def _check_attention_mask(attention_mask, batch: int, seq_len: int, past: int | None) -> None:
@@ -952,12 +973,7 @@ def _check_attention_mask(attention_mask, batch: int, seq_len: int, past: int | 
             f"seq_len {seq_len} after {past if past is not None else 'an unknown number of'} cached tokens: "
             f"expected ({batch}, {expected}), covering the cached tokens and the new ones."
         )
-    if not is_torchdynamo_compiling():
-        bad = (attention_mask != 0) & (attention_mask != 1)
-        if bad.any():
-            raise ValueError(
-                f"`attention_mask` contains value {attention_mask[bad][0].item()}; expected 1 (token) or 0 (padding)."
-            )
+    check_binary_mask("attention_mask", attention_mask)
 
 
 def _check_position_ids(position_ids, batch: int, seq_len: int) -> None:

@@ -17,7 +17,13 @@ from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple, is_torchdynamo_compiling
 
 from .configuration_hybrid_gru import HybridGRUConfig
-from .modeling_hybrid_gru import HybridGRUModel, HybridGRUPreTrainedModel
+from .modeling_hybrid_gru import (
+    HybridGRUModel,
+    HybridGRUPreTrainedModel,
+    check_binary_mask,
+    check_finite,
+    check_float_input,
+)
 
 
 @dataclass
@@ -170,9 +176,9 @@ class HybridGRUForCTC(HybridGRUPreTrainedModel):
 
         loss = None
         if labels is not None:
-            logit_lengths = frame_mask.sum(-1) if frame_mask is not None else torch.full(
-                (logits.shape[0],), logits.shape[1], dtype=torch.long, device=logits.device
-            )
+            logit_lengths = torch.full(logits.shape[:1], logits.shape[1], dtype=torch.long, device=logits.device)
+            if frame_mask is not None:
+                logit_lengths = frame_mask.sum(-1)
             loss = self.loss_function(
                 logits=logits,
                 labels=labels,
@@ -193,6 +199,7 @@ class HybridGRUForCTC(HybridGRUPreTrainedModel):
     def _check_inputs(self, input_features, attention_mask, labels, streaming: bool) -> None:
         """ValueErrors naming the bad value, instead of shape errors deep inside torch."""
         num_mel_bins = self.config.num_mel_bins
+        check_float_input("input_features", input_features, self.dtype)
         if input_features.ndim != 3 or input_features.shape[-1] != num_mel_bins:
             raise ValueError(
                 f"`input_features` must have shape (batch, frames, num_mel_bins={num_mel_bins}), "
@@ -200,12 +207,16 @@ class HybridGRUForCTC(HybridGRUPreTrainedModel):
             )
         if not streaming and input_features.shape[1] == 0:
             raise ValueError(f"`input_features` has no frames: shape {tuple(input_features.shape)}.")
+        if input_features.shape[0] == 0:
+            raise ValueError(f"`input_features` is an empty batch: shape {tuple(input_features.shape)}.")
+        check_finite("input_features", input_features, axes=("batch", "frame", "mel bin"))
         if streaming and self.config.bidirectional:
             raise ValueError(
                 "Streaming (use_cache / cache / subsampler_state) needs a causal model, but the config has "
                 "bidirectional=True; a bidirectional model reads the whole utterance at once."
             )
         if attention_mask is not None:
+            check_binary_mask("attention_mask", attention_mask, "1 (frame) or 0 (padding)")
             if tuple(attention_mask.shape) != tuple(input_features.shape[:2]):
                 raise ValueError(
                     f"`attention_mask` must be frame level with shape {tuple(input_features.shape[:2])}, got "
@@ -213,6 +224,9 @@ class HybridGRUForCTC(HybridGRUPreTrainedModel):
                 )
             if streaming and not is_torchdynamo_compiling() and not bool(attention_mask.all()):
                 raise ValueError("Streaming takes unpadded chunks, but `attention_mask` marks padded frames.")
+        if labels is not None and (not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point):
+            found = labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__
+            raise ValueError(f"`labels` must be an integer tensor of token ids (-100 for padding), got {found}.")
         if labels is not None and not is_torchdynamo_compiling():
             real = labels[labels >= 0]
             if real.numel() and int(real.max()) >= self.config.vocab_size:

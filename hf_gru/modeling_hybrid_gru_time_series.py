@@ -29,7 +29,13 @@ from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
 
 from .configuration_hybrid_gru import HybridGRUConfig
-from .modeling_hybrid_gru import HybridGRUModel, HybridGRUPreTrainedModel
+from .modeling_hybrid_gru import (
+    HybridGRUModel,
+    HybridGRUPreTrainedModel,
+    check_binary_mask,
+    check_finite,
+    check_float_input,
+)
 
 MINIMUM_SCALE = 1e-5  # as PatchTST's std scaler: keeps constant series finite
 
@@ -62,20 +68,30 @@ class HybridGRUForTimeSeriesPredictionOutput(ModelOutput):
     attentions: tuple[torch.Tensor, ...] | None = None
 
 
-def check_series(name: str, values: torch.Tensor | None, mask: torch.Tensor | None, length: int | None, channels: int):
+def check_series(
+    name: str,
+    values: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    length: int | None,
+    channels: int,
+    dtype: torch.dtype | None = None,
+):
     """ValueErrors for a bad `past_values`/`future_values` and its observed mask, naming the tensor."""
     if values is None:
         return
-    if values.ndim != 3 or values.shape[-1] != channels or values.shape[1] == 0:
+    check_float_input(name, values, dtype)
+    if values.ndim != 3 or values.shape[-1] != channels or 0 in values.shape[:2]:
         raise ValueError(
-            f"`{name}` must have shape (batch, {length or 'seq_len'}, num_input_channels={channels}), "
-            f"got {tuple(values.shape)}."
+            f"`{name}` must have shape (batch, {length or 'seq_len'}, num_input_channels={channels}), with batch and "
+            f"time steps >= 1, got {tuple(values.shape)}."
         )
     if length is not None and values.shape[1] != length:
         raise ValueError(f"`{name}` must have {length} time steps (prediction_length), got {values.shape[1]}.")
     mask_name = name.replace("values", "observed_mask")
-    if mask is not None and mask.shape != values.shape:
-        raise ValueError(f"`{mask_name}` has shape {tuple(mask.shape)} but `{name}` has {tuple(values.shape)}.")
+    if mask is not None:
+        check_binary_mask(mask_name, mask, "1 (observed) or 0 (missing)")
+        if mask.shape != values.shape:
+            raise ValueError(f"`{mask_name}` has shape {tuple(mask.shape)} but `{name}` has {tuple(values.shape)}.")
     finite = torch.isfinite(values)
     if mask is None and not finite.all():
         raise ValueError(
@@ -208,9 +224,9 @@ class HybridGRUForTimeSeriesPrediction(HybridGRUPreTrainedModel):
             call over the concatenated context with the same `loc` and `scale`.
         """
         config = self.config
-        check_series("past_values", past_values, past_observed_mask, None, config.num_input_channels)
-        check_series("future_values", future_values, future_observed_mask, config.prediction_length,
-                     config.num_input_channels)  # fmt: skip
+        channels, length = config.num_input_channels, config.prediction_length
+        check_series("past_values", past_values, past_observed_mask, None, channels, self.dtype)
+        check_series("future_values", future_values, future_observed_mask, length, channels, self.dtype)
         self._check_streaming(past_values, loc, scale, cache, use_cache)
 
         observed = torch.ones_like(past_values) if past_observed_mask is None else past_observed_mask.to(past_values)
@@ -257,9 +273,15 @@ class HybridGRUForTimeSeriesPrediction(HybridGRUPreTrainedModel):
         if (loc is None) != (scale is None):
             raise ValueError("Pass both `loc` and `scale` or neither.")
         for name, stat in (("loc", loc), ("scale", scale)):
+            if stat is None:
+                continue
+            check_float_input(name, stat, self.dtype)
             expected = (past_values.shape[0], 1, self.config.num_input_channels)
-            if stat is not None and stat.shape != expected:
+            if stat.shape != expected:
                 raise ValueError(f"`{name}` must have shape {expected}, got {tuple(stat.shape)}.")
+            check_finite(name, stat, axes=("batch", "time", "channel"))
+        if scale is not None and not (scale > 0).all():
+            raise ValueError(f"`scale` must be > 0 everywhere, got {scale[scale <= 0][0].item()}.")
         if (use_cache or cache is not None) and self.config.bidirectional:
             raise ValueError("Streaming (`cache`/`use_cache`) needs a causal backbone; the config is bidirectional.")
         if cache is None:

@@ -1,6 +1,7 @@
 """HybridGRUForCTC: shapes, CTC training, padding, streaming == offline, save/reload (in process and as remote code)."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -58,7 +59,7 @@ def synthetic_utterances(num: int, frames_per_token: int = 8, seed: int = 0):
     padded = torch.zeros(num, length, NUM_MEL_BINS)
     mask = torch.zeros(num, length, dtype=torch.long)
     label_ids = torch.full((num, max(len(t) for t in labels)), -100)
-    for i, (f, t) in enumerate(zip(features, labels)):
+    for i, (f, t) in enumerate(zip(features, labels, strict=True)):
         padded[i, : len(f)], mask[i, : len(f)], label_ids[i, : len(t)] = f, 1, t
     return padded, mask, label_ids
 
@@ -72,7 +73,7 @@ def test_logits_shape_follows_the_4x_subsampling(frames):
     with torch.no_grad():
         logits = model(torch.randn(2, frames, NUM_MEL_BINS)).logits
     expected = model.get_output_lengths(torch.tensor([frames])).item()
-    assert expected == -(-(-(-frames // 2)) // 2)  # ceil(ceil(T / 2) / 2)
+    assert expected == math.ceil(math.ceil(frames / 2) / 2)
     assert logits.shape == (2, expected, len(CTC_VOCAB))
 
 
@@ -120,7 +121,7 @@ def test_ctc_loss_decreases_and_greedy_decoding_learns_the_tokens(bidirectional)
         logits = model(features, attention_mask=mask).logits
     lengths = model.get_output_lengths(mask.sum(-1))
     correct = 0
-    for row, n, target in zip(logits.argmax(-1), lengths, labels):
+    for row, n, target in zip(logits.argmax(-1), lengths, labels, strict=True):
         collapsed = torch.unique_consecutive(row[:n])
         correct += collapsed[collapsed != 0].tolist() == target[target >= 0].tolist()
     assert correct >= 6, f"only {correct}/8 utterances decoded exactly (losses {losses[::10]})"
@@ -132,7 +133,8 @@ def test_loss_ignores_label_padding_and_matches_per_utterance_losses():
     with torch.no_grad():
         batch_loss = model(features, attention_mask=mask, labels=labels).loss
         single = sum(
-            model(f[None, : m.sum()], labels=l[None, l >= 0]).loss for f, m, l in zip(features, mask, labels)
+            model(f[None, : m.sum()], labels=y[None, y >= 0]).loss
+            for f, m, y in zip(features, mask, labels, strict=True)
         )
     assert_close(batch_loss, single, 1e-4)
 
