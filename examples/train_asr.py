@@ -81,6 +81,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=2, help="models trained at once, one process each")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate for every model (overrides)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run")
     return parser.parse_args()
 
 
@@ -280,7 +281,6 @@ def train_and_score(name: str, model, train_set, test_set, processor, args, sett
         "cer": load_metric("cer").compute(predictions=predictions, references=references)["cer"],
         "examples": [{"reference": r, "heard": p} for r, p in list(zip(references, predictions, strict=True))[:3]],
     }
-    shutil.rmtree(run_dir / "trainer", ignore_errors=True)
     return scores
 
 
@@ -403,6 +403,11 @@ def main() -> None:
     unknown = sorted(set(models) - {"hybrid_gru", "parakeet"})
     if unknown or not models:
         raise ValueError(f"--models: unknown model(s) {unknown or models}; choose from hybrid_gru, parakeet.")
+    earlier = [args.output_dir / m for m in ("results.json", "processor", *models) if (args.output_dir / m).exists()]
+    if earlier and not args.overwrite:
+        raise SystemExit(
+            f"{args.output_dir} holds an earlier run ({earlier[0].name}); pass --overwrite to replace it."
+        )
     args.output_dir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(args, settings)
     if args.jobs > 1 and len(models) > 1 and "fork" in multiprocessing.get_all_start_methods():
