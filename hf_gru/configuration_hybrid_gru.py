@@ -1,6 +1,7 @@
 """Configuration of the HybridGRU model family: GRU blocks interleaved with self-attention layers."""
 
 from huggingface_hub.dataclasses import strict
+from huggingface_hub.errors import StrictDataclassError
 from transformers.configuration_utils import PreTrainedConfig
 from transformers.modeling_rope_utils import RopeParameters
 
@@ -120,6 +121,15 @@ class HybridGRUConfig(PreTrainedConfig):
             self.gru_hidden_size = self.hidden_size
         self._check_values()
         super().__post_init__(**kwargs)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        """Builds the config of a saved checkpoint (every `from_pretrained`, the Auto classes included). A field of the
+        wrong type in config.json is a ValueError naming the field and its value, like every other bad value."""
+        try:
+            return super().from_dict(config_dict, **kwargs)
+        except StrictDataclassError as error:
+            raise ValueError(f"HybridGRUConfig fails validation: {error}") from error
 
     def _check_values(self):
         for name in (

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from hf_gru import HybridGRUForCausalLM, HybridGRUForSequenceClassification, HybridGRUModel
 from hf_gru.serialization_hybrid_gru import CHECKSUMS_NAME
@@ -375,6 +375,14 @@ def test_auto_class_refuses_unknown_model_type(saved):
     (saved / "config.json").write_text(json.dumps({**config, "model_type": "foo_bar"}))
     with pytest.raises(ValueError, match="foo_bar"):
         AutoModelForCausalLM.from_pretrained(saved)
+
+
+@pytest.mark.parametrize("load", [AutoConfig.from_pretrained, AutoModelForCausalLM.from_pretrained],
+                         ids=["AutoConfig", "AutoModelForCausalLM"])  # fmt: skip
+def test_auto_classes_report_a_config_field_of_the_wrong_type_as_value_error(saved, load):
+    edit_config(saved, hidden_size="32")
+    with pytest.raises(ValueError, match=r"hidden_size.*'32'"):
+        load(saved)
 
 
 def test_opt_outs_restore_transformers_behaviour(saved):
