@@ -159,7 +159,7 @@ class HybridGRUForCTC(HybridGRUPreTrainedModel):
             cache = DynamicCache(config=self.config)
 
         frame_mask = None
-        if attention_mask is not None:
+        if attention_mask is not None and not streaming:  # a streamed chunk is checked unpadded: its mask adds nothing
             lengths = self.get_output_lengths(attention_mask.sum(-1))
             frame_mask = torch.arange(hidden_states.shape[1], device=hidden_states.device) < lengths[:, None]
             frame_mask = frame_mask.long()

@@ -157,14 +157,17 @@ def test_right_padded_rows_equal_their_unpadded_run(bidirectional):
 
 @pytest.mark.parametrize("variant", ["gru", "mingru"])
 @pytest.mark.parametrize("chunks", [[1] * 37, [5, 3, 7, 1, 21], [4] * 10, [2, 35]])
-def test_streaming_chunks_equal_one_offline_pass(variant, chunks):
+@pytest.mark.parametrize("with_mask", [False, True], ids=["no-mask", "all-ones-mask"])
+def test_streaming_chunks_equal_one_offline_pass(variant, chunks, with_mask):
     model = ctc_model(gru_variant=variant)
     features = torch.randn(2, 37, NUM_MEL_BINS)
     with torch.no_grad():
         offline = model(features).logits
         cache, state, pieces, start = None, None, [], 0
         for size in chunks:
-            out = model(features[:, start : start + size], cache=cache, subsampler_state=state, use_cache=True)
+            chunk = features[:, start : start + size]
+            mask = {"attention_mask": torch.ones(chunk.shape[:2], dtype=torch.long)} if with_mask else {}
+            out = model(chunk, cache=cache, subsampler_state=state, use_cache=True, **mask)
             cache, state = out.cache, out.subsampler_state
             pieces.append(out.logits)
             start += size
