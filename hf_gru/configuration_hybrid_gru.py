@@ -112,7 +112,8 @@ class HybridGRUConfig(PreTrainedConfig):
             self.layer_types = layer_types_from_pattern(self.block_pattern, self.num_hidden_layers)
         else:
             self.layer_types = list(self.layer_types)
-            self.block_pattern = pattern_from_layer_types(self.layer_types)
+            if not self._pattern_tiles_to(self.layer_types):  # keep a saved "GGA" as written, re-derive otherwise
+                self.block_pattern = pattern_from_layer_types(self.layer_types)
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
         if self.head_dim is None and self.num_attention_heads > 0:
@@ -130,6 +131,12 @@ class HybridGRUConfig(PreTrainedConfig):
             return super().from_dict(config_dict, **kwargs)
         except StrictDataclassError as error:
             raise ValueError(f"HybridGRUConfig fails validation: {error}") from error
+
+    def _pattern_tiles_to(self, layer_types: list[str]) -> bool:
+        try:
+            return layer_types_from_pattern(self.block_pattern, len(layer_types)) == layer_types
+        except ValueError:  # an invalid pattern next to explicit layer types: those win
+            return False
 
     def _check_values(self):
         for name in (

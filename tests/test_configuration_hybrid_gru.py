@@ -19,6 +19,12 @@ def test_explicit_layer_types_win_and_pattern_follows():
     assert config.layer_types == ["full_attention", "linear_attention", "linear_attention"]
 
 
+def test_a_pattern_shorter_than_the_layers_survives_a_json_round_trip():
+    config = tiny_config(block_pattern="GA", num_hidden_layers=4)
+    reloaded = type(config).from_dict(config.to_dict())
+    assert reloaded.block_pattern == "GA" and reloaded.layer_types == config.layer_types
+
+
 def test_derived_defaults():
     config = tiny_config(num_key_value_heads=None, gru_hidden_size=None)
     assert config.num_key_value_heads == config.num_attention_heads

@@ -179,8 +179,7 @@ def check_save_load_identity(case):
         model.save_pretrained(folder, max_shard_size="4KB" if case["sharded"] else "50GB")
         reloaded = head.from_pretrained(folder).eval()
         backbone = AutoModel.from_pretrained(folder).eval()
-    # block_pattern comes back as one letter per layer ("G" over 2 layers reloads as "GG"): same layer_types.
-    ignored = {"_name_or_path": "", "block_pattern": ""}
+    ignored = {"_name_or_path": ""}
     assert {**reloaded.config.to_dict(), **ignored} == {**model.config.to_dict(), **ignored}
     for name, tensor in model.state_dict().items():
         assert torch.equal(reloaded.state_dict()[name], tensor), name
