@@ -32,7 +32,6 @@ import numpy as np
 import transformers
 from tokenizers import normalizers
 from transformers import (
-    AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
@@ -45,10 +44,9 @@ from transformers import (
 )
 
 import hf_gru  # noqa: F401  (registers HybridGRU with the Auto classes)
-from hf_gru import HybridGRUConfig
 from hf_gru.metrics import load_metric
 from hf_gru.plotting import save_loss_curve
-from hf_gru.text import train_bpe_tokenizer
+from hf_gru.text import build_classifier, train_bpe_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -193,38 +191,18 @@ def build_tokenizer(model_args: ModelArguments, texts: list[str], max_length: in
 
 def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, labels: list[str], max_length: int):
     """AutoModelForSequenceClassification, from a checkpoint or a fresh HybridGRU config with the label maps."""
-    label_maps = {
-        "num_labels": len(labels),
-        "id2label": dict(enumerate(labels)),
-        "label2id": {label: i for i, label in enumerate(labels)},
-    }
-    if model_args.model_name_or_path is not None:
-        return AutoModelForSequenceClassification.from_pretrained(
-            model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code, **label_maps
-        )
-    special_ids = {
-        "vocab_size": len(tokenizer),
-        "pad_token_id": tokenizer.pad_token_id,
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-    }
-    if model_args.config_name is not None:
-        config = AutoConfig.from_pretrained(model_args.config_name, **special_ids, **label_maps)
-    else:
-        config = HybridGRUConfig(
-            hidden_size=model_args.hidden_size,
-            intermediate_size=model_args.intermediate_size,
-            num_hidden_layers=model_args.num_hidden_layers,
-            num_attention_heads=model_args.num_attention_heads,
-            block_pattern=model_args.block_pattern,
-            gru_variant=model_args.gru_variant,
-            bidirectional=model_args.bidirectional,
-            classifier_dropout=model_args.classifier_dropout,
-            max_position_embeddings=max(max_length, 512),
-            **special_ids,
-            **label_maps,
-        )
-    return AutoModelForSequenceClassification.from_config(config)
+    sizes = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "block_pattern",
+             "gru_variant", "bidirectional", "classifier_dropout")  # fmt: skip
+    return build_classifier(
+        AutoModelForSequenceClassification,
+        tokenizer,
+        labels,
+        model_name_or_path=model_args.model_name_or_path,
+        config_name=model_args.config_name,
+        trust_remote_code=model_args.trust_remote_code,
+        max_position_embeddings=max(max_length, 512),
+        **{name: getattr(model_args, name) for name in sizes},
+    )
 
 
 def token_dropout_transform(p: float, special_ids: set[int], seed: int):

@@ -182,7 +182,9 @@ class HybridGRUConfig(PreTrainedConfig):
 def layer_types_from_pattern(block_pattern: str, num_hidden_layers: int) -> list[str]:
     """Tiles `block_pattern` over the layers: `("GGA", 4)` -> G, G, A, G as transformers layer types."""
     if not isinstance(block_pattern, str) or not block_pattern:
-        raise ValueError(f"`block_pattern` must be a non-empty string of {sorted(PATTERN_TO_LAYER_TYPE)}, got {block_pattern!r}.")
+        raise ValueError(
+            f"`block_pattern` must be a non-empty string of {sorted(PATTERN_TO_LAYER_TYPE)}, got {block_pattern!r}."
+        )
     unknown = sorted(set(block_pattern) - set(PATTERN_TO_LAYER_TYPE))
     if unknown:
         raise ValueError(

@@ -177,7 +177,9 @@ def mingru_gates(
     return decay, update * candidate
 
 
-def linear_recurrence(decay: torch.Tensor, values: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def linear_recurrence(
+    decay: torch.Tensor, values: torch.Tensor, h0: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """h_t = decay_t * h_{t-1} + values_t over (B, T, H), one fused multiply-add per step (the reference)."""
     h, states = h0, []
     for a, b in zip(decay.unbind(1), values.unbind(1), strict=True):
@@ -1091,7 +1093,9 @@ class HybridGRUModel(HybridGRUPreTrainedModel):
         }
         masks = {"linear_attention": create_recurrent_attention_mask(**mask_kwargs)}
         if self.config.bidirectional:
-            full = create_bidirectional_mask(config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask)
+            full = create_bidirectional_mask(
+                config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask
+            )
             return {**masks, "full_attention": full, "sliding_attention": full}
         layer_types = set(self.config.layer_types)
         if "full_attention" in layer_types:

@@ -17,7 +17,7 @@ def save_loss_curve(log_history: list[dict], path: str | Path, title: str = "tra
     fig, ax = plt.subplots(figsize=(6, 4))
     for points, label in ((train, "train loss"), (evals, "eval loss")):
         if points:
-            ax.plot(*zip(*points), marker="o" if len(points) < 30 else None, label=label)
+            ax.plot(*zip(*points, strict=True), marker="o" if len(points) < 30 else None, label=label)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(title)

@@ -1,4 +1,5 @@
-"""Text helpers for training language models: a byte-level BPE tokenizer trained with `tokenizers`, and chunking.
+"""Text helpers: a byte-level BPE tokenizer trained with `tokenizers`, chunking for language models, and classifiers
+built with their label maps.
 
 Nothing here is needed to load a saved checkpoint: a trained tokenizer is saved as a plain `tokenizer.json` that
 `AutoTokenizer` reads without hf_gru.
@@ -7,7 +8,9 @@ Nothing here is needed to load a saved checkpoint: a trained tokenizer is saved 
 from collections.abc import Iterable, Iterator
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from .configuration_hybrid_gru import HybridGRUConfig
 
 # GPT-2's convention: one token marks both ends of a document. Padding gets its own token so that a padded position
 # is never confused with a real end of text (generation stops on eos, and attention masks are built from pad).
@@ -80,3 +83,36 @@ def group_texts(examples: dict[str, list], block_size: int) -> dict[str, list]:
 
 
 __all__ = ["EOS_TOKEN", "PAD_TOKEN", "train_bpe_tokenizer", "group_texts"]
+
+
+def build_classifier(
+    auto_class: type,
+    tokenizer: PreTrainedTokenizerBase,
+    labels: list[str],
+    *,
+    model_name_or_path: str | None = None,
+    config_name: str | None = None,
+    trust_remote_code: bool = False,
+    **config_kwargs,
+) -> PreTrainedModel:
+    """A sequence- or token-classification model (`auto_class`, e.g. `AutoModelForSequenceClassification`) with the
+    label maps of `labels`: fine-tuned from `model_name_or_path`, or built fresh from `config_name` or from a
+    `HybridGRUConfig(**config_kwargs)`, with the tokenizer's vocabulary size and special token ids."""
+    label_maps = {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {label: i for i, label in enumerate(labels)},
+    }
+    if model_name_or_path is not None:
+        return auto_class.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code, **label_maps)
+    special_ids = {
+        "vocab_size": len(tokenizer),
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    if config_name is not None:
+        config = AutoConfig.from_pretrained(config_name, **special_ids, **label_maps)
+    else:
+        config = HybridGRUConfig(**config_kwargs, **special_ids, **label_maps)
+    return auto_class.from_config(config)

@@ -143,7 +143,7 @@ def test_generate_with_and_without_cache_agree(variant, pattern, num_beams):
     cached = generate(model, ids, num_beams=num_beams, do_sample=False)
     uncached = generate(model, ids, num_beams=num_beams, do_sample=False, use_cache=False)
     assert torch.equal(cached.sequences, uncached.sequences)
-    for a, b in zip(cached.scores, uncached.scores):
+    for a, b in zip(cached.scores, uncached.scores, strict=True):
         finite = torch.isfinite(a) & torch.isfinite(b)
         assert_close(a[finite], b[finite], ATOL)
 
@@ -154,7 +154,7 @@ def test_static_cache_matches_dynamic_cache(variant, pattern):
     dynamic = generate(model, ids, do_sample=False)
     static = generate(model, ids, do_sample=False, cache_implementation="static")
     assert torch.equal(dynamic.sequences, static.sequences)
-    for a, b in zip(dynamic.scores, static.scores):
+    for a, b in zip(dynamic.scores, static.scores, strict=True):
         assert_close(a, b, ATOL)
 
 
@@ -164,7 +164,7 @@ def test_beam_search_reorders_gru_state():
     out = generate(model, ids, num_beams=4, num_return_sequences=4, do_sample=False, output_logits=True)
     assert len({tuple(s.tolist()) for s in out.sequences}) > 1, "beams did not diverge; the test would be vacuous"
     with torch.no_grad():
-        for sequence, score in zip(out.sequences, out.sequences_scores):
+        for sequence, score in zip(out.sequences, out.sequences_scores, strict=True):
             log_probs = model(sequence[None]).logits.log_softmax(-1)[0, ids.shape[1] - 1 : -1]
             new_tokens = sequence[ids.shape[1] :]
             total = log_probs.gather(-1, new_tokens[:, None]).sum()
@@ -367,8 +367,19 @@ def test_return_dict_false_matches_dict_outputs():
         {"rope_type": "linear", "factor": 2.0},
         {"rope_type": "dynamic", "factor": 2.0},
         {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 64},
-        {"rope_type": "longrope", "short_factor": [1.0] * 4, "long_factor": [2.0] * 4, "original_max_position_embeddings": 64},
-        {"rope_type": "llama3", "factor": 2.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+        {
+            "rope_type": "longrope",
+            "short_factor": [1.0] * 4,
+            "long_factor": [2.0] * 4,
+            "original_max_position_embeddings": 64,
+        },
+        {
+            "rope_type": "llama3",
+            "factor": 2.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        },
     ],
 )
 def test_rope_scaling_types(rope_parameters):
@@ -438,14 +449,21 @@ def test_push_to_hub_uploads_the_save_pretrained_folder(tmp_path, monkeypatch):
         uploaded.update({p.name: p.read_bytes() for p in sorted(__import__("pathlib").Path(folder).iterdir())})
 
     monkeypatch.setattr(hub, "hf_api", lambda: FakeApi())
-    monkeypatch.setattr(hub, "create_and_tag_model_card", lambda *a, **k: type("Card", (), {"save": lambda s, p: None})())
+    monkeypatch.setattr(
+        hub, "create_and_tag_model_card", lambda *a, **k: type("Card", (), {"save": lambda s, p: None})()
+    )
     monkeypatch.setattr(HybridGRUForCausalLM, "_upload_modified_files", fake_upload)
     model = lm("gru", "GGA")
     model.push_to_hub("someone/hybrid-gru-test")
     model.save_pretrained(tmp_path)
     saved = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     assert uploaded.keys() == saved.keys()
-    assert {"config.json", "model.safetensors", "modeling_hybrid_gru.py", "configuration_hybrid_gru.py"} <= saved.keys()
+    assert {
+        "config.json",
+        "model.safetensors",
+        "modeling_hybrid_gru.py",
+        "configuration_hybrid_gru.py",
+    } <= saved.keys()
     assert uploaded["model.safetensors"] == saved["model.safetensors"]
 
 

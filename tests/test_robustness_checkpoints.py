@@ -250,7 +250,7 @@ def test_save_pretrained_push_to_hub_pushes_after_a_complete_local_save(tmp_path
 
     monkeypatch.setattr(HybridGRUForCausalLM, "push_to_hub", fake_push)
     lm().save_pretrained(tmp_path / "my-model", push_to_hub=True, commit_message="v1", private=True)
-    (repo_id, kwargs, files), = pushed
+    ((repo_id, kwargs, files),) = pushed
     assert repo_id == "my-model" and kwargs["commit_message"] == "v1" and kwargs["private"] is True
     assert files == snapshot(tmp_path / "my-model") and "config.json" in files
 
@@ -260,6 +260,7 @@ def test_push_to_hub_uploads_every_remote_code_module(monkeypatch):
     import transformers.utils.hub as hub
 
     uploaded = []
+
     class FakeApi:
         def create_repo(self, repo_id, **kwargs):
             return type("Repo", (), {"repo_id": repo_id})()
@@ -270,8 +271,13 @@ def test_push_to_hub_uploads_every_remote_code_module(monkeypatch):
     monkeypatch.setattr(HybridGRUForCausalLM, "_upload_modified_files",
                         lambda self, folder, repo_id, **k: uploaded.extend(sorted(os.listdir(folder))))  # fmt: skip
     lm().push_to_hub("someone/model")
-    code = {"modeling_hybrid_gru.py", "configuration_hybrid_gru.py", "serialization_hybrid_gru.py",
-            "modeling_hybrid_gru_time_series.py", "modeling_hybrid_gru_ctc.py"}
+    code = {
+        "modeling_hybrid_gru.py",
+        "configuration_hybrid_gru.py",
+        "serialization_hybrid_gru.py",
+        "modeling_hybrid_gru_time_series.py",
+        "modeling_hybrid_gru_ctc.py",
+    }
     assert {"config.json", "model.safetensors", CHECKSUMS_NAME} | code <= set(uploaded)
     assert not [name for name in uploaded if name.startswith(".hf_gru_")]
 

@@ -94,6 +94,7 @@ def test_gru_state_stays_bounded_over_100k_streamed_tokens(corpus_ids, one_threa
         def hook(module, args, output):
             candidate = output.chunk(2, dim=-1)[1]
             largest_candidate[index] = max(largest_candidate[index], candidate.abs().max().item())
+
         return hook
 
     if variant == "mingru":

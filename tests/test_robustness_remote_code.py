@@ -24,7 +24,7 @@ from pathlib import Path
 from hf_gru import HybridGRUForCausalLM
 from tests.helpers import run_without_hf_gru, tiny_config
 
-AUDIT = r'''
+AUDIT = r"""
 import ast, hashlib, importlib, json, os, random, re, sys, threading
 sys.dont_write_bytecode = True
 package_root, package, modules = {root!r}, {package!r}, {modules!r}
@@ -121,7 +121,7 @@ print(json.dumps({{"static": static, "events": events, "changed": changed, "impo
                   "foreign_ops": foreign_ops, "ops": sorted(custom_ops() - ops_before),
                   "classes": sorted(n for m in modules for n, v in vars(sys.modules[f"{{package}}.{{m}}"]).items()
                                     if isinstance(v, type) and v.__module__ == f"{{package}}.{{m}}")}}))
-'''
+"""
 
 
 def audit(tmp_path: Path, folder: Path, modules: list[str]) -> dict:

@@ -67,7 +67,7 @@ def test_gradient_accumulation_4x1_equals_1x4(tmp_path):
     four_small.load_state_dict(one_big.state_dict())
     train(tmp_path / "a", one_big, batch_size=4, accumulation=1, max_steps=3)
     train(tmp_path / "b", four_small, batch_size=1, accumulation=4, max_steps=3)
-    for (name, a), b in zip(one_big.named_parameters(), four_small.parameters()):
+    for (name, a), b in zip(one_big.named_parameters(), four_small.parameters(), strict=True):
         assert_close(a, b, 1e-5, name)
 
 
