@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import transformers
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessor
 
 from hf_gru import HybridGRUConfig, HybridGRUForCausalLM
 
@@ -170,6 +170,18 @@ def describe(models: dict[str, nn.Module]) -> None:
 def synchronize(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
+
+
+class StepClock(LogitsProcessor):
+    """A logits processor that records the time at which each new token's logits are ready, inside `generate()`."""
+
+    def __init__(self, device: str):
+        self.device, self.stamps = device, []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        synchronize(self.device)
+        self.stamps.append(time.perf_counter())
+        return scores
 
 
 def interleaved(

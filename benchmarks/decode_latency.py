@@ -22,6 +22,7 @@ import torch
 from common import (
     HYBRIDS,
     LLAMA,
+    StepClock,
     base_parser,
     build,
     cache_bytes,
@@ -35,25 +36,13 @@ from common import (
     synchronize,
     write_json,
 )
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessorList
 
 TARGETS = [  # (what, context, batch, cache or None for the better of the two, minimum ratio vs Llama)
     ("decode tokens/s", 1024, 1, None, 1.3),
     ("decode tokens/s", 8192, 1, None, 2.0),
     ("prefill tokens/s", 1024, 1, None, 0.9),
 ]
-
-
-class StepClock(LogitsProcessor):
-    """Records the time at which each new token's logits are ready."""
-
-    def __init__(self, device: str):
-        self.device, self.stamps = device, []
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        synchronize(self.device)
-        self.stamps.append(time.perf_counter())
-        return scores
 
 
 def timed_generate(model, prompt: torch.Tensor, new_tokens: int, cache: str, device: str) -> dict:

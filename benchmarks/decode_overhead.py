@@ -13,6 +13,7 @@ import torch
 from common import (
     HYBRIDS,
     LLAMA,
+    StepClock,
     base_parser,
     build,
     describe,
@@ -25,17 +26,7 @@ from common import (
     synchronize,
     write_json,
 )
-from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
-
-
-class StepClock(LogitsProcessor):
-    def __init__(self, device: str):
-        self.device, self.stamps = device, []
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        synchronize(self.device)
-        self.stamps.append(time.perf_counter())
-        return scores
+from transformers import DynamicCache, LogitsProcessorList
 
 
 @torch.no_grad()
