@@ -1,0 +1,75 @@
+"""The speed and memory benchmarks run from a fresh install (--quick sizes) and report what they claim to measure.
+
+Timings are not checked (the CI machine is noisy); the structure of each report and the exact memory facts are.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+pytestmark = pytest.mark.slow  # each script builds the issue's 23M-parameter models and times them
+
+
+def run(script: str, tmp_path: Path, *options: str) -> dict:
+    report = tmp_path / f"{script}.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / f"{script}.py"),
+            "--quick",
+            "--threads",
+            "1",
+            "--json",
+            str(report),
+            *options,
+        ],
+        check=True,
+        cwd=BENCHMARKS,
+        timeout=600,
+        capture_output=True,
+    )
+    return json.loads(report.read_text())
+
+
+def test_train_throughput_reports_a_ratio_per_model_and_length(tmp_path):
+    report = run("train_throughput", tmp_path, "--models", "mingru")
+    rows = {(row["seq"], row["model"]): row for row in report["results"]}
+    assert {model for _, model in rows} == {"llama", "hybrid-mingru"}
+    for (seq, model), row in rows.items():
+        assert row["tokens_per_s"] > 0 and 0 < row["mfu"] < 1.5, (seq, model)
+        assert row["speedup_vs_llama"] == 1.0 if model == "llama" else row["speedup_vs_llama"] > 0
+
+
+def test_decode_latency_reports_decode_and_prefill_ratios_and_cache_bytes(tmp_path):
+    report = run("decode_latency", tmp_path, "--models", "mingru", "--caches", "dynamic,static", "--batches", "1")
+    for row in report["results"]:
+        assert row["decode_tokens_per_s"] > 0 and row["prefill_tokens_per_s"] > 0
+        assert row["decode_speedup"] > 0 and row["prefill_speedup"] > 0
+    llama = {(r["context"], r["cache"]): r["cache_bytes"] for r in report["results"] if r["model"] == "llama"}
+    hybrid = {(r["context"], r["cache"]): r["cache_bytes"] for r in report["results"] if r["model"] != "llama"}
+    for key, nbytes in hybrid.items():  # pattern GGA: 2 of Llama's 6 attention layers, same heads and head size
+        assert 3 * nbytes["attention"] == llama[key]["attention"] and llama[key]["gru"] == 0
+    assert len({nbytes["gru"] for nbytes in hybrid.values()}) == 1  # the GRU state does not grow with context
+
+
+def test_memory_reports_cache_bytes_and_training_peaks(tmp_path):
+    report = run("memory", tmp_path, "--models", "mingru,pure-mingru")
+    cache = report["cache"]
+    by_model = {}
+    for row in cache:
+        by_model.setdefault(row["model"], []).append(row)
+    assert len({row["gru"] for row in by_model["hybrid-mingru"]}) == 1  # constant in context
+    assert all(row["attention"] == 0 and row["gru"] > 0 for row in by_model["pure-mingru"])
+    assert report["training"], "no training peaks measured"
+
+
+def test_decode_overhead_reports_loop_and_generate_per_token(tmp_path):
+    report = run("decode_overhead", tmp_path, "--models", "mingru")
+    assert [row["model"] for row in report["results"]] == ["llama", "hybrid-mingru"]
+    for row in report["results"]:
+        assert row["loop_ms"] > 0 and row["generate_ms"] > 0 and row["loop_speedup"] > 0
