@@ -1,13 +1,17 @@
 """Per-token decode time, wall-clock, of a bare `model()` loop against `generate()`, for Llama and the hybrids.
 
 Separates what the models' own forward passes cost per token from what `generate()` adds around them: if the ratio
-vs Llama is the same in both columns, `generate()` is not what holds the hybrid back. Batch 1, dynamic cache, greedy.
+vs Llama is the same in both columns, `generate()` is not what holds the hybrid back. Then splits one bare loop's
+per-token time by part (forward hooks: token mixers by kind, MLPs, norms, LM head, the rest), which shows how much of
+Llama's time the hybrid can save at all. Batch 1, dynamic cache, greedy.
 
     python benchmarks/decode_overhead.py --threads 1 --context 1024
 """
 
+import collections
 import itertools
 import time
+from collections.abc import Callable
 
 import torch
 from common import (
@@ -30,11 +34,15 @@ from transformers import DynamicCache, LogitsProcessorList
 
 
 @torch.no_grad()
-def loop_token_seconds(model, prompt: torch.Tensor, new_tokens: int, device: str) -> float:
-    """Median seconds per token of greedy decoding by hand: one `model()` call per token, growing 2-D mask."""
+def decode_steps(
+    model, prompt: torch.Tensor, new_tokens: int, device: str, after_prefill: Callable[[], object] = lambda: None
+) -> list[float]:
+    """Greedy decoding by hand after a prefill: one `model()` call per token with a growing 2-D mask. Returns the
+    seconds of each step; `after_prefill()` runs between the prefill and the first step."""
     mask = torch.ones_like(prompt)
     out = model(prompt, attention_mask=mask, cache=DynamicCache(config=model.config), use_cache=True, logits_to_keep=1)
     token, gaps = out.logits[:, -1:].argmax(-1), []
+    after_prefill()
     for _ in range(new_tokens):
         synchronize(device)
         start = time.perf_counter()
@@ -43,7 +51,12 @@ def loop_token_seconds(model, prompt: torch.Tensor, new_tokens: int, device: str
         token = out.logits[:, -1:].argmax(-1)
         synchronize(device)
         gaps.append(time.perf_counter() - start)
-    return median(gaps)
+    return gaps
+
+
+def loop_token_seconds(model, prompt: torch.Tensor, new_tokens: int, device: str) -> float:
+    """Median seconds per token of the bare decoding loop."""
+    return median(decode_steps(model, prompt, new_tokens, device))
 
 
 @torch.no_grad()
@@ -55,6 +68,48 @@ def generate_token_seconds(model, prompt: torch.Tensor, new_tokens: int, device:
         do_sample=False, pad_token_id=0, logits_processor=LogitsProcessorList([clock]), disable_compile=True,
     )  # fmt: skip
     return median([b - a for a, b in itertools.pairwise(clock.stamps)])
+
+
+def part_of(name: str, module: torch.nn.Module) -> str | None:
+    """Which part of a decoder a module is, for the per-token breakdown (None: counted in its parent or the rest)."""
+    kind = type(module).__name__
+    if name.endswith((".mixer", ".self_attn")):
+        return "attention layers" if "Attention" in kind else "GRU layers"
+    if name.endswith(".mlp"):
+        return "MLPs"
+    if name.endswith(("input_layernorm", "post_attention_layernorm")):
+        return "norms"
+    return "LM head" if name == "lm_head" else None
+
+
+def breakdown(model, prompt: torch.Tensor, new_tokens: int, device: str) -> dict[str, float]:
+    """Milliseconds per decoded token in each part of the bare loop, plus `total` and `rest` (embedding, masks,
+    positions, the final norm, Python glue). Hooks synchronise on a GPU and add a little time of their own."""
+    spent, handles = collections.defaultdict(float), []
+    for name, module in model.named_modules():
+        part = part_of(name, module)
+        if part is None:
+            continue
+
+        def start(module, args):
+            synchronize(device)
+            module._benchmark_start = time.perf_counter()
+
+        def stop(module, args, output, part=part):
+            synchronize(device)
+            spent[part] += time.perf_counter() - module._benchmark_start
+
+        handles += [module.register_forward_pre_hook(start), module.register_forward_hook(stop)]
+    try:
+        decode_steps(model, prompt, 2, device)  # warm-up
+        steps = decode_steps(model, prompt, new_tokens, device, after_prefill=spent.clear)
+    finally:
+        for handle in handles:
+            handle.remove()
+    per_token = {part: 1000 * seconds / new_tokens for part, seconds in spent.items()}
+    per_token["total"] = 1000 * sum(steps) / new_tokens
+    per_token["rest"] = per_token["total"] - sum(v for k, v in per_token.items() if k != "total")
+    return per_token
 
 
 def main() -> None:
@@ -102,7 +157,13 @@ def main() -> None:
         "generate - loop ms",
     ]
     print(markdown_table(headers, rows))
-    write_json(args.json, {"machine": info, "args": vars(args), "results": results})
+
+    parts = ["attention layers", "GRU layers", "MLPs", "norms", "LM head", "rest", "total"]
+    split = {name: breakdown(model, prompt, args.new_tokens, args.device) for name, model in models.items()}
+    print("\nOne bare loop split by part (ms per token; hooks add a little):")
+    table = [[name, *(f"{split[name].get(part, 0.0):.2f}" for part in parts)] for name in models]
+    print(markdown_table(["model", *parts], table))
+    write_json(args.json, {"machine": info, "args": vars(args), "results": results, "breakdown_ms": split})
 
 
 if __name__ == "__main__":
