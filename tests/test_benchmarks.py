@@ -73,3 +73,7 @@ def test_decode_overhead_reports_loop_and_generate_per_token(tmp_path):
     assert [row["model"] for row in report["results"]] == ["llama", "hybrid-mingru"]
     for row in report["results"]:
         assert row["loop_ms"] > 0 and row["generate_ms"] > 0 and row["loop_speedup"] > 0
+    split = report["breakdown_ms"]  # every part found by its hooks: GGA has both kinds of mixer, Llama only attention
+    assert "GRU layers" not in split["llama"] and split["llama"]["attention layers"] > 0
+    assert split["hybrid-mingru"]["GRU layers"] > 0 and split["hybrid-mingru"]["attention layers"] > 0
+    assert all(split[name]["MLPs"] > 0 and split[name]["LM head"] > 0 for name in split)
