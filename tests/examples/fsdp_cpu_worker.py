@@ -4,6 +4,7 @@ rank also trains an unsharded copy on the full batch; rank 0 writes both loss cu
     torchrun --nproc_per_node 2 tests/examples/fsdp_cpu_worker.py OUT.json
 """
 
+import gc
 import json
 import sys
 
@@ -58,6 +59,9 @@ def main(out_path: str) -> None:
         }  # fmt: skip
         with open(out_path, "w") as f:
             json.dump(report, f)
+    dist.barrier()
+    del sharded, optimizer, full  # drop every holder of the process group (FSDP's mesh) before destroying it
+    gc.collect()
     dist.destroy_process_group()
 
 
