@@ -19,6 +19,7 @@ Other data, models and launchers (every `TrainingArguments` flag works too: --le
         --train_file other.txt --output_dir outputs/lora --learning_rate 1e-3             # LoRA: GRU + attention
 """
 
+import gc
 import math
 import os
 import shlex
@@ -529,7 +530,9 @@ if __name__ == "__main__":
     try:
         main()
     finally:
-        # Join gloo's worker threads before the interpreter exits: without this a rank that finished cleanly can
-        # still abort at exit ("terminate called without an active exception"), failing the whole launch.
+        # Free main()'s objects (the DDP-wrapped model holds the process group) and destroy the group while Python is
+        # fully alive: left to interpreter shutdown, a rank that finished cleanly can abort in gloo's teardown
+        # ("terminate called without an active exception"), failing the whole launch.
+        gc.collect()
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
