@@ -16,13 +16,7 @@ NUM_MEL_BINS = 16
 ATOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine two OpenMP threads ran 30x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def ctc_config(**overrides):

@@ -21,15 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("HF_GRU_CORPUS", REPO / "data" / "austen" / "prideprejudice.txt"))
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine more threads oversubscribe (10x slower steps were seen)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def corpus_ids() -> torch.Tensor:
     if not CORPUS.is_file():
@@ -49,7 +40,7 @@ def small_lm(variant: str, **overrides) -> HybridGRUForCausalLM:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["gru", "mingru"])
-def test_500_bf16_autocast_training_steps_stay_finite(corpus_ids, one_thread, variant):
+def test_500_bf16_autocast_training_steps_stay_finite(corpus_ids, one_torch_thread, variant):
     """AdamW at a high learning rate (3e-3, no warmup), clipping at 1.0 as Trainer does; every loss, gradient norm
     and, at the end, every weight is finite, and the loss fell (so the steps did train)."""
     model = small_lm(variant).train()
@@ -76,7 +67,7 @@ def test_500_bf16_autocast_training_steps_stay_finite(corpus_ids, one_thread, va
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["gru", "mingru"])
-def test_gru_state_stays_bounded_over_100k_streamed_tokens(corpus_ids, one_thread, variant):
+def test_gru_state_stays_bounded_over_100k_streamed_tokens(corpus_ids, one_torch_thread, variant):
     """100k corpus tokens stream through a DynamicCache in 2048-token chunks (sliding-window attention keeps the KV
     cache small). The classic GRU's state is a convex mix of tanh outputs, so |h| <= 1 (tanh rounds to 1.0 in float32
     when saturated); minGRU's is a convex mix of its candidates, so |h| <= the largest |candidate| seen so far (read

@@ -25,13 +25,7 @@ NUM_MEL_BINS = 16
 POCKETSPHINX_WAV = Path("/usr/share/pocketsphinx/test/data/cards/001.wav")
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine two OpenMP threads ran 30x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
