@@ -156,6 +156,15 @@ def build(spec: ModelSpec, device: str, dtype: torch.dtype, **overrides) -> nn.M
     return model.to(device=device, dtype=dtype)
 
 
+def build_models(hybrids: str, device: str, dtype: torch.dtype, training: bool = True) -> dict[str, nn.Module]:
+    """Llama and the comma-separated `hybrids` (keys of HYBRIDS), parameter-matched and described on stdout, in
+    training mode or, with `training=False`, in eval mode."""
+    specs = [LLAMA] + [HYBRIDS[name] for name in hybrids.split(",")]
+    models = {spec.name: build(spec, device, dtype).train(training) for spec in specs}
+    describe(models)
+    return models
+
+
 def describe(models: dict[str, nn.Module]) -> None:
     """Prints each model's parameter count, ratio to Llama's, GRU width and layer pattern."""
     reference = parameter_count(models["llama"])

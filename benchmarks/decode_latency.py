@@ -21,12 +21,10 @@ import time
 import torch
 from common import (
     HYBRIDS,
-    LLAMA,
     StepClock,
     base_parser,
-    build,
+    build_models,
     cache_bytes,
-    describe,
     interleaved,
     markdown_table,
     median,
@@ -75,9 +73,7 @@ def main() -> None:
     if args.quick:
         args.contexts, args.batch8_contexts, args.new_tokens = "64,256", "64", 8
     info = print_header("Decode latency through generate(): prefill, per-token latency, cache bytes", args)
-    specs = [LLAMA] + [HYBRIDS[name] for name in args.models.split(",")]
-    models = {spec.name: build(spec, args.device, dtype).eval() for spec in specs}
-    describe(models)
+    models = build_models(args.models, args.device, dtype, training=False)
 
     cases = []
     for batch in (int(b) for b in args.batches.split(",")):

@@ -16,11 +16,9 @@ from collections.abc import Callable
 import torch
 from common import (
     HYBRIDS,
-    LLAMA,
     StepClock,
     base_parser,
-    build,
-    describe,
+    build_models,
     interleaved,
     markdown_table,
     median,
@@ -123,9 +121,7 @@ def main() -> None:
         args.context, args.new_tokens = 64, 4
     reps = args.reps or (2 if args.quick else 5)
     info = print_header("Per-token decode: bare model() loop vs generate()", args)
-    specs = [LLAMA] + [HYBRIDS[name] for name in args.models.split(",")]
-    models = {spec.name: build(spec, args.device, dtype).eval() for spec in specs}
-    describe(models)
+    models = build_models(args.models, args.device, dtype, training=False)
     prompt = torch.randint(3, models["llama"].config.vocab_size, (1, args.context), device=args.device)
 
     times = {}

@@ -24,8 +24,8 @@ from common import (
     LLAMA,
     base_parser,
     build,
+    build_models,
     cache_bytes,
-    describe,
     markdown_table,
     print_header,
     setup,
@@ -108,9 +108,7 @@ def main() -> None:
     if args.quick:
         args.contexts, args.seqs, args.batch = "64,256,1024", "64,256", 2
     info = print_header("Memory: cache bytes vs context, training-step peak vs length", args)
-    specs = [LLAMA] + [HYBRIDS[name] for name in args.models.split(",")]
-    models = {spec.name: build(spec, args.device, dtype).eval() for spec in specs}
-    describe(models)
+    models = build_models(args.models, args.device, dtype, training=False)
 
     cache_rows, cache_results = [], []
     for context in (int(c) for c in args.contexts.split(",")):
@@ -126,11 +124,12 @@ def main() -> None:
                 ])  # fmt: skip
                 cache_results.append({"context": context, "static": static, "model": name, **parts,
                                       "ratio": total / llama_total})  # fmt: skip
+    names = list(models)
     del models
     train_rows, train_results = [], []
     for seq in (int(s) for s in args.seqs.split(",")):
         print(f"  training peak: seq {seq}, batch {args.batch} ...", flush=True)
-        peaks = {spec.name: train_peak(spec.name, seq, args) for spec in specs}
+        peaks = {name: train_peak(name, seq, args) for name in names}
         for name, peak in peaks.items():
             train_rows.append([seq, args.batch, name, f"{peak / 2**20:,.0f}", f"{peak / peaks['llama']:.2f}x"])
             train_results.append({"seq": seq, "batch": args.batch, "model": name, "peak_bytes": peak,

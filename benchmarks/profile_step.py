@@ -11,7 +11,7 @@ summed over the profiled run, and each model's total.
 """
 
 import torch
-from common import HYBRIDS, LLAMA, base_parser, build, describe, print_header, setup
+from common import HYBRIDS, base_parser, build_models, print_header, setup
 from torch.profiler import ProfilerActivity, profile
 from transformers import StaticCache
 
@@ -29,9 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     dtype = setup(args)
     print_header(f"Profile of one {args.what} step", args)
-    specs = [LLAMA] + [HYBRIDS[name] for name in args.models.split(",")]
-    models = {spec.name: build(spec, args.device, dtype) for spec in specs}
-    describe(models)
+    models = build_models(args.models, args.device, dtype)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
     sort_key = "self_cuda_time_total" if args.device == "cuda" else "self_cpu_time_total"
     for name, model in models.items():

@@ -18,10 +18,8 @@ same dtype; three 2048^3 matmuls timed as one more entry of the interleaved roun
 import torch
 from common import (
     HYBRIDS,
-    LLAMA,
     base_parser,
-    build,
-    describe,
+    build_models,
     interleaved,
     markdown_table,
     median,
@@ -77,9 +75,7 @@ def main() -> None:
         args.seqs, args.batch = "64,256", 2
     seqs = [int(s) for s in args.seqs.split(",")]
     info = print_header("Training throughput: forward + backward + AdamW, tokens/s", args)
-    specs = [LLAMA] + [HYBRIDS[name] for name in args.models.split(",")]
-    models = {spec.name: build(spec, args.device, dtype) for spec in specs}
-    describe(models)
+    models = build_models(args.models, args.device, dtype)
     optimizers = {name: torch.optim.AdamW(model.parameters(), lr=1e-4) for name, model in models.items()}
     peak_size = 2048 if args.device == "cpu" else 8192
     amps = {"off": [False], "bf16": [True], "both": [False, True]}[args.autocast]
