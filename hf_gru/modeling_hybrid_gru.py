@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub.errors import StrictDataclassError
 from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
@@ -838,13 +837,11 @@ class HybridGRUPreTrainedModel(PreTrainedModel):
                 )
         want_info = kwargs.pop("output_loading_info", False)
         allow_mismatch = kwargs.pop("ignore_mismatched_sizes", False)
-        try:
-            model, info = super().from_pretrained(
-                pretrained_model_name_or_path, *model_args, use_safetensors=use_safetensors,
-                output_loading_info=True, ignore_mismatched_sizes=True, **kwargs,
-            )  # fmt: skip
-        except StrictDataclassError as error:  # a config.json field of the wrong type
-            raise ValueError(f"The config of {path!r} fails validation: {error}") from error
+        # A config field of the wrong type raises HybridGRUConfig.from_dict's ValueError in here.
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path, *model_args, use_safetensors=use_safetensors,
+            output_loading_info=True, ignore_mismatched_sizes=True, **kwargs,
+        )  # fmt: skip
         check_loaded_keys(model, info, path, allow_mismatch)
         return (model, info) if want_info else model
 
