@@ -19,12 +19,11 @@ from .hub import write_model_card
 from .modeling_hybrid_gru import HybridGRUForCausalLM, HybridGRUMixer
 
 # Teacher classes whose decoder block is HybridGRU's attention block: pre-norm RMSNorm, RoPE, grouped-query attention,
-# SwiGLU MLP, RMSNorm before the head. Qwen2 adds q/k/v biases (its o_proj has none).
-SUPPORTED_CLASSES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2"}
+# SwiGLU MLP, RMSNorm before the head. Qwen2 adds q/k/v biases (its o_proj has none), Qwen3 per-head q/k RMSNorm.
+SUPPORTED_CLASSES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 
 # What differs for architectures people try first, so the error says more than "unsupported".
 KNOWN_DIFFERENCES = {
-    "qwen3": "per-head q/k RMSNorm in attention (q_norm, k_norm), which HybridGRU's attention does not have",
     "gpt2": "LayerNorm, learned absolute positions, a GELU MLP and fused c_attn projections",
     "bert": "an encoder with post-LayerNorm blocks and absolute positions; use DistillationTrainer(stage='hidden')",
     "gemma": "(1 + weight) RMSNorm, scaled embeddings and a GeGLU MLP",
@@ -39,7 +38,7 @@ KNOWN_DIFFERENCES = {
 TEACHER_FIELDS = (
     "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
     "num_key_value_heads", "head_dim", "hidden_act", "rms_norm_eps", "rope_parameters", "tie_word_embeddings",
-    "attention_bias", "sliding_window", "layer_types", "bidirectional",
+    "attention_bias", "qk_norm", "sliding_window", "layer_types", "bidirectional",
 )  # fmt: skip
 
 
@@ -64,7 +63,7 @@ def convert_to_hybrid(
     attention_layers: list[int] | None = None,
     **config_overrides,
 ) -> HybridGRUForCausalLM:
-    """A `HybridGRUForCausalLM` made from a Llama/Mistral/Qwen2 causal LM (a loaded model, a folder or a Hub id).
+    """A `HybridGRUForCausalLM` made from a Llama/Mistral/Qwen2/Qwen3 causal LM (a loaded model, a folder or a Hub id).
 
     `block_pattern` (tiled over the layers) or an explicit `attention_layers` list says which layers keep attention;
     the rest become GRU layers initialised from the attention they replace (`init_gru_from_attention`). Kept weights
@@ -208,6 +207,7 @@ def hybrid_config_from(
         attention_dropout=float(getattr(teacher, "attention_dropout", 0.0) or 0.0),
         sliding_window=window,
         layer_types=layer_types,
+        qk_norm=name == "Qwen3ForCausalLM",
         gru_variant=gru_variant,
         gru_hidden_size=teacher.num_attention_heads * head_dim,
     )
@@ -251,6 +251,9 @@ def copy_attention(old: torch.nn.Module, new: torch.nn.Module) -> None:
         target.weight.copy_(source.weight)
         if target.bias is not None:  # Qwen2 has no o_proj bias: a zero bias adds exactly nothing
             target.bias.copy_(source.bias) if source.bias is not None else target.bias.zero_()
+    for norm in ("q_norm", "k_norm"):  # Qwen3
+        if hasattr(old, norm):
+            getattr(new, norm).weight.copy_(getattr(old, norm).weight)
 
 
 def decay_timescales(num_heads: int) -> torch.Tensor:

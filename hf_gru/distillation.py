@@ -49,7 +49,7 @@ class DistillationTrainer(Trainer):
         teacher_model: any `PreTrainedModel` taking the same tokens (equal vocabulary for `"logits"`).
         stage: `"layers"`, `"hidden"` or `"logits"` (see the module docstring).
         layer_map: `{student_layer: teacher_layer}`. Default for `"layers"`: each GRU layer of the student to the
-            same index; for `"hidden"`: student layer i to teacher layer round((i + 1) * Lt / Ls) - 1.
+            same index; for `"hidden"`: student layer i to teacher layer ceil((i + 1) * Lt / Ls) - 1 (the last to the last).
         temperature, alpha: `"logits"` loss = alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * the
             student's label loss (needs `labels`).
         teacher_dtype: cast the teacher once (e.g. `torch.bfloat16`); the losses are computed in float32.
@@ -120,7 +120,7 @@ class DistillationTrainer(Trainer):
                 layer_types = getattr(student_config, "layer_types", None) or []
                 layer_map = {i: i for i, t in enumerate(layer_types) if t == "linear_attention" and i < num_teacher}
             else:
-                layer_map = {i: round((i + 1) * num_teacher / num_student) - 1 for i in range(num_student)}
+                layer_map = {i: -(-(i + 1) * num_teacher // num_student) - 1 for i in range(num_student)}  # ceil
         layer_map = {int(s): int(t) for s, t in dict(layer_map).items()}
         bad = {s: t for s, t in layer_map.items() if not (0 <= s < num_student and 0 <= t < num_teacher)}
         if bad or not layer_map:
