@@ -14,9 +14,10 @@ from collections.abc import Iterable, Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase, Trainer
+from transformers import PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from .configuration_hybrid_gru import HybridGRUConfig
+from .distillation import DistillationTrainer
 from .modeling_hybrid_gru import HybridGRUModel
 
 
@@ -182,28 +183,36 @@ def distillation_metrics(
     return {"hidden_error": squared_error / reference, "pooled_cosine": cosine / sequences}
 
 
-class EncoderDistillationTrainer(Trainer):
-    """A `Trainer` whose loss is `encoder_distillation_loss` between the student's and a frozen teacher's final hidden
-    states on the same batch (no labels needed). The teacher runs in eval mode under `no_grad` on the student's device
-    and is not part of checkpoints; `evaluate()` reports the same loss as `eval_loss`."""
+class EncoderDistillationTrainer(DistillationTrainer):
+    """`DistillationTrainer` (stage `"hidden"`, no labels needed) whose loss is `encoder_distillation_loss` between the
+    student's and the frozen teacher's final hidden states on the same batch; `layer_weight > 0` adds the per-layer
+    MSE of the `"hidden"` stage (`layer_map`). `evaluate()` reports the same loss as `eval_loss`."""
 
     def __init__(
-        self, *args, teacher_model: nn.Module, hidden_weight: float = 1.0, pooled_weight: float = 1.0, **kwargs
+        self,
+        *args,
+        hidden_weight: float = 1.0,
+        pooled_weight: float = 1.0,
+        layer_weight: float = 0.0,
+        **kwargs,
     ):
-        super().__init__(*args, **kwargs)
-        self.teacher = teacher_model.requires_grad_(False).eval().to(self.args.device)
-        self.hidden_weight, self.pooled_weight = hidden_weight, pooled_weight
+        super().__init__(*args, stage="hidden", **kwargs)
+        self.hidden_weight, self.pooled_weight, self.layer_weight = hidden_weight, pooled_weight, layer_weight
         self.can_return_loss = True  # evaluation computes the loss although batches have no labels
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
-        with torch.no_grad():
-            teacher_hidden = self.teacher(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        outputs = model(input_ids=input_ids, attention_mask=attention_mask)
+    def _hidden_loss(self, mask: torch.Tensor, student_outputs=None, teacher_outputs=None) -> torch.Tensor:
         parts = encoder_distillation_loss(
-            outputs.last_hidden_state, teacher_hidden, attention_mask, self.hidden_weight, self.pooled_weight
+            student_outputs.last_hidden_state,
+            teacher_outputs.last_hidden_state,
+            mask,
+            self.hidden_weight,
+            self.pooled_weight,
         )
-        return (parts["loss"], outputs) if return_outputs else parts["loss"]
+        # The caller divides by the number of counted tokens (a per-token sum is expected): scale back up.
+        loss = parts["loss"] * mask.sum().clamp(min=1)
+        if self.layer_weight:
+            loss = loss + self.layer_weight * super()._hidden_loss(mask)
+        return loss
 
 
 __all__ = [
