@@ -15,7 +15,8 @@ Fine-food reviews (labels great / other; 10% of train held out for validation, s
 Inputs: local jsonl/json/csv files (`--train_file`, `--validation_file`, `--test_file`) or a Hub dataset
 (`--dataset_name`, `--dataset_config_name`); `--text_column` and `--label_column` name the columns. Labels may be
 strings or integers (or a `ClassLabel`); `config.id2label` keeps their names. `--model_name_or_path` fine-tunes a
-saved checkpoint (e.g. the main job's language model) instead of training from scratch. Any `TrainingArguments`
+saved checkpoint instead of training from scratch, with its own tokenizer: the main job's language model, an encoder
+distilled by `examples/distill_encoder.py`, or any transformers encoder folder (e.g. a BERT). Any `TrainingArguments`
 flag works (`--learning_rate`, `--num_train_epochs`, `--per_device_train_batch_size`, ...).
 """
 

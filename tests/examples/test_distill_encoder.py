@@ -57,3 +57,20 @@ def test_distils_then_fine_tunes_as_a_classifier(distill_encoder, text_classific
     config = json.loads((tmp_path / "classifier" / "config.json").read_text())
     assert config["architectures"] == ["HybridGRUForSequenceClassification"] and config["bidirectional"]
     assert Path(tmp_path / "classifier" / "tokenizer.json").is_file()
+
+
+@pytest.mark.slow  # one fine-tuning run of a tiny BERT
+def test_classification_example_fine_tunes_a_bert_folder(text_classification, tmp_path):
+    """The baseline of the encoder table: the teacher itself (any transformers encoder) through the same script."""
+    tiny_bert_teacher(tmp_path / "bert")
+    results = text_classification.main([
+        "--model_name_or_path", str(tmp_path / "bert"),
+        "--train_file", write_jsonl(tmp_path / "train.jsonl", reviews(24, 0)),
+        "--test_file", write_jsonl(tmp_path / "test.jsonl", reviews(8, 1)), "--max_seq_length", "16",
+        "--num_train_epochs", "1", "--per_device_train_batch_size", "8", "--disable_tqdm", "true",
+        "--output_dir", str(tmp_path / "classifier"),
+    ])  # fmt: skip
+    assert 0.0 <= results["test_accuracy"] <= 1.0
+    config = json.loads((tmp_path / "classifier" / "config.json").read_text())
+    assert config["architectures"] == ["BertForSequenceClassification"]
+    assert "fine-tuned from" in (tmp_path / "classifier" / "README.md").read_text()
