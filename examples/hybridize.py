@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.remove_hooks()
         student.requires_grad_(True)  # stage "layers" froze everything but the GRU mixers
         histories[stage] = trainer.state.log_history
+        del trainer  # under DDP its wrapper's gradient hooks must go before the next stage wraps the student again
+        gc.collect()
         metrics[f"{stage}_steps"] = steps
         metrics[f"after_{stage}_perplexity"] = perplexity(student, eval_set, training_args)
         print(f"after {steps} steps of stage {stage!r}: perplexity {metrics[f'after_{stage}_perplexity']:.2f}")
