@@ -214,13 +214,15 @@ class DistillationTrainer(Trainer):
                     raise ValueError("alpha < 1 mixes in the label loss, but the batch has no `labels`.")
                 loss = self.alpha * loss + (1.0 - self.alpha) * outputs.loss
         else:
-            # + 0 x output: every parameter before the output gets a (zero) gradient, as DDP without unused-parameter
-            # search expects; exact, since the gradients it adds are zeros.
-            loss = self._hidden_loss(mask) / denominator + 0.0 * outputs[0].float().sum()
+            loss = self._hidden_loss(mask, outputs, teacher_outputs) / denominator
         if use_count and self.args.average_tokens_across_devices:
             loss = loss * self.accelerator.num_processes  # DDP averages gradients; the count is global
         # A loss normalised by the accumulated batch's count needs no division by the accumulation steps.
         self.loss_is_scaled_for_ga = use_count
+        if self.stage != "logits":
+            # + 0 x output: every parameter before the output gets a (zero) gradient, as DDP without unused-parameter
+            # search expects; exact, since the gradients it adds are zeros.
+            loss = loss + 0.0 * outputs[0].float().sum()
         if self.stage == "layers" and torch.is_grad_enabled():  # gradient checkpointing recomputes in backward
             self._captured = {"teacher_in": self._captured["teacher_in"], "teacher": {}, "student": {}}
         else:
@@ -257,8 +259,9 @@ class DistillationTrainer(Trainer):
         kl = F.kl_div(student_log_probs, teacher_log_probs, log_target=True, reduction="none").sum(-1)
         return (kl * mask).sum() * t * t
 
-    def _hidden_loss(self, mask: torch.Tensor) -> torch.Tensor:
-        """Sum over counted positions of the per-token MSE between mapped layer outputs, averaged over the pairs."""
+    def _hidden_loss(self, mask: torch.Tensor, student_outputs=None, teacher_outputs=None) -> torch.Tensor:
+        """Sum over counted positions of the per-token MSE between mapped layer outputs, averaged over the pairs.
+        Subclasses may also read the two models' outputs (`hf_gru.encoder_distillation` matches final states)."""
         captured = self._captured
         total = 0.0
         for s, t in self.layer_map.items():
