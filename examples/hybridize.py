@@ -5,10 +5,10 @@ teacher) train the student. Reports held-out perplexity of the teacher, of the c
 and after each stage, and saves a Hub-ready folder with a model card and loss curves.
 
 Offline proof on the bundled corpus: a small Llama teacher (600 steps), then conversion to GGA with 60 distillation
-steps (10% of the teacher's):
+steps (10% of the teacher's; held-out perplexity 85.2 against the teacher's 82.1, see README):
 
     python examples/train_causal_lm.py --model_type llama --output_dir outputs/llama-austen
-    python examples/hybridize.py --teacher outputs/llama-austen --block_pattern GGA --gru_variant mingru \
+    python examples/hybridize.py --teacher outputs/llama-austen --block_pattern GGA --gru_variant gru \
         --layer_steps 20 --logit_steps 40 --output_dir outputs/hybrid-from-llama
 
 A Hub checkpoint works the same way where the Hub is reachable (any LlamaForCausalLM, MistralForCausalLM or
@@ -71,8 +71,8 @@ class HybridizeArguments:
     )
     layer_steps: int = field(default=20, metadata={"help": "Steps of layer-wise distillation (GRU layers only)."})
     logit_steps: int = field(default=40, metadata={"help": "Steps of logit distillation (whole student)."})
-    layer_learning_rate: float = field(default=3e-3, metadata={"help": "Peak learning rate of the layer stage."})
-    logit_learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of the logit stage."})
+    layer_learning_rate: float = field(default=1e-2, metadata={"help": "Peak learning rate of the layer stage."})
+    logit_learning_rate: float = field(default=3e-3, metadata={"help": "Peak learning rate of the logit stage."})
     temperature: float = field(default=1.0, metadata={"help": "Softmax temperature of the logit KL."})
     alpha: float = field(default=1.0, metadata={"help": "Weight of the KL; 1 - alpha goes to the label loss."})
     teacher_dtype: str | None = field(default=None, metadata={"help": "Run the teacher in this dtype (bfloat16)."})
@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.remove_hooks()
         student.requires_grad_(True)  # stage "layers" froze everything but the GRU mixers
         histories[stage] = trainer.state.log_history
+        del trainer  # under DDP its wrapper's gradient hooks must go before the next stage wraps the student again
+        gc.collect()
         metrics[f"{stage}_steps"] = steps
         metrics[f"after_{stage}_perplexity"] = perplexity(student, eval_set, training_args)
         print(f"after {steps} steps of stage {stage!r}: perplexity {metrics[f'after_{stage}_perplexity']:.2f}")

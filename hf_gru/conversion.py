@@ -365,7 +365,7 @@ print(generator("Hello", max_new_tokens=40)[0]["generated_text"])
         pipeline_tag="text-generation",
         usage=usage,
         dataset=dataset,
-        hyperparameters={"conversion": asdict(info) | {"recipe": None}},
+        hyperparameters={"conversion": {k: v for k, v in asdict(info).items() if k != "recipe"}},
         plot=plot,
     )
 

@@ -54,7 +54,8 @@ class DistillationTrainer(Trainer):
             student's label loss (needs `labels`).
         teacher_dtype: cast the teacher once (e.g. `torch.bfloat16`); the losses are computed in float32.
         teacher_input_names: batch keys the teacher gets, when its forward names them.
-    Everything else is passed to `Trainer`. Tokens counted: the positions the label loss counts when the batch has
+    Everything else is passed to `Trainer`. Stages "layers" and "hidden" set `ddp_find_unused_parameters=False`
+    unless it was set. Tokens counted: the positions the label loss counts when the batch has
     token labels (so Trainer's `num_items_in_batch` keeps gradient accumulation exact), else real tokens.
     In stage `"layers"`, a parameter trains only if it was trainable and lies in a mapped layer's mixer.
     """
@@ -93,6 +94,10 @@ class DistillationTrainer(Trainer):
             self._train_only_mapped_mixers(model)
         self._captured: dict | None = None
         self._hooks = self._add_hooks(model, teacher_model) if stage != "logits" else []
+        if args is not None and stage != "logits" and args.ddp_find_unused_parameters is None:
+            # DDP would look for unused parameters from the forward's output, which the hooked loss bypasses: with
+            # teacher forcing, a GRU layer's output never reaches the logits, and DDP would count its gradient twice.
+            args.ddp_find_unused_parameters = False
         super().__init__(model=model, args=args, **kwargs)
         self.teacher.to(self.args.device)
         self.model_accepts_loss_kwargs = True  # Trainer then counts num_items_in_batch, which compute_loss uses
@@ -214,6 +219,10 @@ class DistillationTrainer(Trainer):
             loss = loss * self.accelerator.num_processes  # DDP averages gradients; the count is global
         # A loss normalised by the accumulated batch's count needs no division by the accumulation steps.
         self.loss_is_scaled_for_ga = use_count
+        if self.stage != "logits":
+            # + 0 x output: every parameter before the output gets a (zero) gradient, as DDP without unused-parameter
+            # search expects; exact, since the gradients it adds are zeros.
+            loss = loss + 0.0 * outputs[0].float().sum()
         if self.stage == "layers" and torch.is_grad_enabled():  # gradient checkpointing recomputes in backward
             self._captured = {"teacher_in": self._captured["teacher_in"], "teacher": {}, "student": {}}
         else:

@@ -65,6 +65,10 @@ FAMILIES = {
     ),
     "mistral_window": (MistralForCausalLM, MistralConfig(**SIZES, sliding_window=4)),
     "qwen2": (Qwen2ForCausalLM, Qwen2Config(**SIZES)),
+    "qwen2_mixed_window": (  # layer 0 full attention, layers 1-2 sliding: both kinds kept side by side
+        Qwen2ForCausalLM,
+        Qwen2Config(**SIZES, use_sliding_window=True, sliding_window=4, max_window_layers=1),
+    ),
     "qwen3": (Qwen3ForCausalLM, Qwen3Config(**SIZES, head_dim=16)),
 }
 

@@ -1,8 +1,16 @@
 """hf_gru.DistillationTrainer: what trains in each stage, losses going down, exact accumulation, resume, LoRA."""
 
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
+from safetensors.torch import load_file
 from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM, TrainingArguments
 
 from hf_gru import DistillationTrainer, HybridGRUConfig, HybridGRUForCausalLM, HybridGRUModel, convert_to_hybrid
@@ -172,3 +180,30 @@ def test_bad_settings_are_refused(tmp_path):
         DistillationTrainer(model=student, teacher_model=other, args=arguments(tmp_path), stage="logits")
     with pytest.raises(ValueError, match="hidden_size=48"):
         DistillationTrainer(model=student, teacher_model=other, args=arguments(tmp_path), stage="hidden")
+
+
+@pytest.mark.slow  # three Python processes import torch and transformers
+def test_ddp_two_ranks_match_one_process_with_the_same_global_batch(tmp_path):
+    worker = Path(__file__).with_name("distil_ddp_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    commands = {
+        "single": [sys.executable, str(worker), str(tmp_path / "single"), "4"],
+        "ddp": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+                str(worker), str(tmp_path / "ddp"), "2"],
+    }  # fmt: skip
+    for command in commands.values():
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    single = json.loads((tmp_path / "single" / "report.json").read_text())
+    ddp = json.loads((tmp_path / "ddp" / "report.json").read_text())
+    for stage in ("logits", "layers"):
+        assert ddp[stage]["world_size"] == 2 and single[stage]["world_size"] == 1
+        assert ddp[stage]["student_wrapped"] == "DistributedDataParallel"
+        assert ddp[stage]["teacher_class"] == "LlamaForCausalLM"  # the teacher is never wrapped
+        assert ddp[stage]["losses"] == pytest.approx(single[stage]["losses"], abs=1e-5), stage
+    reference = load_file(tmp_path / "single" / "student.safetensors")
+    for name, tensor in load_file(tmp_path / "ddp" / "student.safetensors").items():
+        assert_close(tensor, reference[name], 1e-5, name)
