@@ -138,8 +138,10 @@ def main() -> None:
           f"{results[best]['auc_pr']:.4f}, VUS-PR {results[best]['vus_pr']:.4f}")  # fmt: skip
 
     cost = streaming_cost(detector, test[:, 0], args.stream_samples)
-    print(f"  streaming at batch 1: {cost['stream_us_per_sample']:.0f} µs/sample; re-scoring a {CONTEXT_LENGTH}-sample "
-          f"window per sample: {cost['window_us_per_sample']:.0f} µs/sample; ratio {cost['window_over_stream']:.2f}x")
+    print(
+        f"  streaming at batch 1: {cost['stream_us_per_sample']:.0f} µs/sample; re-scoring a {CONTEXT_LENGTH}-sample "
+        f"window per sample: {cost['window_us_per_sample']:.0f} µs/sample; ratio {cost['window_over_stream']:.2f}x"
+    )
     write_json(args.json, {"machine": info, "args": vars(args), "results": results, "streaming": cost})
 
 

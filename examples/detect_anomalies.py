@@ -46,7 +46,9 @@ class AnomalyArguments:
     train_file: str = field(metadata={"help": "TimeEval CSV of (mostly) normal data to train on."})
     test_file: str = field(metadata={"help": "TimeEval CSV to score."})
     context_length: int = field(default=200, metadata={"help": "Training window (about two heartbeats for ECG)."})
-    smoothing_window: int = field(default=DEFAULT_SMOOTHING_WINDOW, metadata={"help": "Centred moving average of the per-step scores."})
+    smoothing_window: int = field(
+        default=DEFAULT_SMOOTHING_WINDOW, metadata={"help": "Centred moving average of the per-step scores."}
+    )
     validation_fraction: float = field(default=0.2, metadata={"help": "Held-out tail of the training file."})
     threshold_method: str = field(default="pot", metadata={"help": "'pot' (extreme value theory) or 'quantile'."})
     threshold_risk: float = field(default=1e-3, metadata={"help": "POT: probability of a false alarm per step."})

@@ -96,6 +96,13 @@ def as_observed_mask(name: str, values: np.ndarray, mask: np.ndarray | None) -> 
     return observed
 
 
+def check_calibration_options(smoothing_window: int, threshold_method: str) -> None:
+    if not isinstance(smoothing_window, int) or smoothing_window < 1:
+        raise ValueError(f"`smoothing_window` must be an integer >= 1, got {smoothing_window!r}.")
+    if threshold_method not in ("pot", "quantile"):
+        raise ValueError(f"`threshold_method` must be 'pot' or 'quantile', got {threshold_method!r}.")
+
+
 def robust_location_scale(residuals: np.ndarray, observed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel median and 1.4826 * MAD of `residuals` (T, C) over observed points."""
     medians, scales = [], []
@@ -134,7 +141,9 @@ def pot_threshold(scores: np.ndarray, risk: float = 1e-3, initial_quantile: floa
     initial = np.quantile(scores, initial_quantile)
     excesses = scores[scores > initial] - initial
     if excesses.size < 10:
-        raise TooFewExcessesError(f"Peaks over threshold needs >= 10 excesses over the initial threshold, got {excesses.size}.")
+        raise TooFewExcessesError(
+            f"Peaks over threshold needs >= 10 excesses over the initial threshold, got {excesses.size}."
+        )
     shape, _, gpd_scale = genpareto.fit(excesses, floc=0.0)
     tail_ratio = risk * scores.size / excesses.size
     if abs(shape) < 1e-8:
@@ -340,8 +349,7 @@ class HybridGRUAnomalyDetector:
         observed = as_observed_mask("train_series", series, train_observed_mask)
         if not 0.0 < validation_fraction < 1.0:
             raise ValueError(f"`validation_fraction` must be in (0, 1), got {validation_fraction}.")
-        if smoothing_window < 1:
-            raise ValueError(f"`smoothing_window` must be >= 1, got {smoothing_window}.")
+        check_calibration_options(smoothing_window, threshold_method)
         split = int(len(series) * (1.0 - validation_fraction))
         train_part = np.where(observed[:split] > 0, series[:split], np.nan)
         scaler = StandardScaler(np.nan_to_num(train_part, nan=np.nanmean(train_part, 0)))
@@ -375,14 +383,15 @@ class HybridGRUAnomalyDetector:
         `warmup_series` (the steps just before `normal_series`, e.g. the training part) is streamed first, unscored,
         so the held-out residuals are those of a running stream: up to `context_length` of its last steps are used.
         """
+        check_calibration_options(smoothing_window, threshold_method)
         normal = as_series("normal_series", normal_series, self.num_input_channels)
         normal_observed = as_observed_mask("normal_series", normal, normal_observed_mask)
         scorer = StreamingAnomalyScorer(self)
         if warmup_series is not None:
-            warmup = as_series("warmup_series", warmup_series, self.num_input_channels)[-self.model.config.context_length :]
-            warmup_observed = as_observed_mask("warmup_series", warmup, None if warmup_observed_mask is None else
-                                               np.asarray(warmup_observed_mask)[-len(warmup):])  # fmt: skip
-            scorer.residuals(warmup, warmup_observed)
+            warmup = as_series("warmup_series", warmup_series, self.num_input_channels)
+            warmup_observed = as_observed_mask("warmup_series", warmup, warmup_observed_mask)
+            keep = self.model.config.context_length
+            scorer.residuals(warmup[-keep:], warmup_observed[-keep:])
         residuals = scorer.residuals(normal, normal_observed)
         median, scale = robust_location_scale(residuals, normal_observed)
         self.state.residual_median, self.state.residual_scale = median.tolist(), scale.tolist()
@@ -397,10 +406,8 @@ class HybridGRUAnomalyDetector:
                 risk = threshold_kwargs.get("risk", 1e-3)
                 logger.warning("%s Falling back to the %g quantile of the held-out scores.", error, 1 - risk)
                 self.state.threshold, threshold_method = quantile_threshold(scores, 1 - risk), "quantile"
-        elif threshold_method == "quantile":
-            self.state.threshold = quantile_threshold(scores, **threshold_kwargs)
         else:
-            raise ValueError(f"`threshold_method` must be 'pot' or 'quantile', got {threshold_method!r}.")
+            self.state.threshold = quantile_threshold(scores, **threshold_kwargs)
         self.state.threshold_method = threshold_method
         return scores
 
@@ -414,7 +421,7 @@ class HybridGRUAnomalyDetector:
         """Anomaly scores (T,) float64 of a series (T,) or (T, C), one per time step, higher = more anomalous.
 
         Missing points (`observed_mask` 0; their values may be NaN) are fed to the model as missing and left out of
-        the score; a step with no observed channel scores 0.
+        the score; a step with no observed channel counts as 0 in the smoothing window.
         """
         scorer = self.stream()
         return np.concatenate([scorer.update(series, observed_mask), scorer.flush()])

@@ -78,7 +78,9 @@ def test_residuals_are_the_forecasting_heads_one_shot_forecasts(one_torch_thread
     observed = torch.cat([torch.zeros(CONTEXT, CHANNELS), torch.ones(len(series), CHANNELS)])
     with torch.no_grad():
         for t in (0, 1, 5, 11):
-            out = detector.model(past_values=padded[None, : CONTEXT + t], past_observed_mask=observed[None, : CONTEXT + t])
+            out = detector.model(
+                past_values=padded[None, : CONTEXT + t], past_observed_mask=observed[None, : CONTEXT + t]
+            )
             expected = standardised[t] - out.prediction_outputs[0, 0]
             np.testing.assert_allclose(residuals[t], expected.numpy(), atol=1e-5)
 
