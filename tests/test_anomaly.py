@@ -258,5 +258,6 @@ def test_example_end_to_end_on_an_ecg_slice(tmp_path, one_torch_thread):
     scores = (output_dir / "scores.csv").read_text().splitlines()
     assert scores[0] == "timestamp,score" and len(scores) == 2001
     assert (output_dir / "scores.png").stat().st_size > 10_000
+    assert "auc_pr" in (output_dir / "model" / "README.md").read_text()  # model card with the metrics
     loaded = HybridGRUAnomalyDetector.from_pretrained(output_dir / "model")
     assert loaded.threshold == metrics["threshold"]
