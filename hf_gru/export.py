@@ -36,10 +36,9 @@ from .modeling_hybrid_gru import (
     HybridGRUForCausalLM,
     HybridGRUMixer,
     apply_rotary_pos_emb,
-    gru_cell,
-    mingru_gates,
     repeat_kv,
 )
+from .recurrence_hybrid_gru import gru_cell, mingru_gates
 
 ONNX_FILE = "model.onnx"
 EXPORT_CONFIG_FILE = "export_config.json"
@@ -242,7 +241,8 @@ def export_onnx(
         if quantizer is not None:
             float_graph = graph.with_name("model.float.onnx")
             graph.rename(float_graph)
-            quantization = quantizer(float_graph, graph) or {"method": quantize}
+            quantizer(float_graph, graph)
+            quantization = {"method": "dynamic", "weights": quantize, "by": "hf_gru.quantization.quantize_onnx_int8"}
             float_graph.unlink()
         model.config.save_pretrained(staging)
         if model.generation_config is not None:
