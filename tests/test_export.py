@@ -8,14 +8,14 @@ import json
 import pytest
 import torch
 
+import hf_gru.export as export_module
+from hf_gru import HybridGRUConfig, HybridGRUForCausalLM, HybridGRUForSequenceClassification, OnnxCausalLM, export_onnx
+from tests.helpers import assert_close, tiny_config
+
+# hf_gru.export imports these only when exporting or loading a graph
 pytest.importorskip("onnx", reason="needs hf_gru[export]")
 pytest.importorskip("onnxscript", reason="needs hf_gru[export]")
 pytest.importorskip("onnxruntime", reason="needs hf_gru[export]")
-
-import hf_gru.export as export_module  # noqa: E402
-from hf_gru import HybridGRUConfig, HybridGRUForCausalLM, HybridGRUForSequenceClassification  # noqa: E402
-from hf_gru import OnnxCausalLM, export_onnx  # noqa: E402
-from tests.helpers import assert_close, tiny_config  # noqa: E402
 
 TOKENIZER_FILES = {"tokenizer.json": '{"model": "bpe"}', "tokenizer_config.json": "{}"}
 
@@ -50,7 +50,8 @@ def test_folder_holds_graph_config_tokenizer_and_state_description(exported):
     assert {"model.onnx", "config.json", "generation_config.json", "export_config.json", *TOKENIZER_FILES} <= names
     export_config = json.loads((output / "export_config.json").read_text())
     graph_inputs = [i.name for i in runtime.session.get_inputs()]
-    assert graph_inputs == ["input_ids", "attention_mask", "position_ids", *(s["name"] for s in export_config["states"])]
+    state_names = [s["name"] for s in export_config["states"]]
+    assert graph_inputs == ["input_ids", "attention_mask", "position_ids", *state_names]
     graph_outputs = [o.name for o in runtime.session.get_outputs()]
     assert graph_outputs == ["logits", *(s["output"] for s in export_config["states"])]
     kinds = [(s["layer"], s["kind"]) for s in export_config["states"]]
