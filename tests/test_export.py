@@ -32,9 +32,11 @@ TOKENIZER_FILES = {"tokenizer.json": '{"model": "bpe"}', "tokenizer_config.json"
 
 @pytest.fixture(scope="module", params=["gru", pytest.param("mingru", marks=pytest.mark.slow)])
 def exported(request, tmp_path_factory):
-    """(PyTorch model, OnnxCausalLM, export folder): exported from a saved folder holding tokenizer files."""
+    """(PyTorch model, OnnxCausalLM, export folder): GRU, sliding-window and full attention layers, exported from a
+    saved folder holding tokenizer files."""
     torch.manual_seed(0)
-    model = HybridGRUForCausalLM(tiny_config(gru_variant=request.param)).eval()
+    config = tiny_config(gru_variant=request.param, block_pattern="GLA", sliding_window=5)
+    model = HybridGRUForCausalLM(config).eval()
     folder = tmp_path_factory.mktemp(f"model-{request.param}")
     model.save_pretrained(folder)
     for name, text in TOKENIZER_FILES.items():
@@ -65,7 +67,7 @@ def test_folder_holds_graph_config_tokenizer_and_state_description(exported):
     graph_outputs = [o.name for o in runtime.session.get_outputs()]
     assert graph_outputs == ["logits", *(s["output"] for s in export_config["states"])]
     kinds = [(s["layer"], s["kind"]) for s in export_config["states"]]
-    assert kinds == [(0, "conv"), (0, "recurrent"), (1, "conv"), (1, "recurrent"), (2, "key"), (2, "value")]
+    assert kinds == [(0, "conv"), (0, "recurrent"), (1, "key"), (1, "value"), (2, "key"), (2, "value")]
     assert export_config["states"][4]["shape"] == ["batch", 2, "past_length", 8]
     assert export_config["quantization"] is None
 
