@@ -52,7 +52,10 @@ _register({AutoModelForTimeSeriesPrediction: HybridGRUForTimeSeriesPrediction})
 _register({AutoModelForCTC: HybridGRUForCTC})
 
 # Loaded on first use: the exporter and its runtime are not needed to train or load a model.
-_LAZY = {name: "export" for name in ("export_onnx", "export_executorch", "OnnxCausalLM", "ExecuTorchCausalLM")}
+_LAZY = {
+    name: "export"
+    for name in ("export_onnx", "export_executorch", "OnnxCausalLM", "ExecuTorchCausalLM", "OnnxTimeSeriesForecaster")
+}
 
 
 def __getattr__(name: str):
@@ -77,4 +80,5 @@ __all__ = [
     "export_executorch",
     "OnnxCausalLM",
     "ExecuTorchCausalLM",
+    "OnnxTimeSeriesForecaster",
 ]

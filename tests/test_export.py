@@ -16,7 +16,9 @@ from hf_gru import (
     HybridGRUConfig,
     HybridGRUForCausalLM,
     HybridGRUForSequenceClassification,
+    HybridGRUForTimeSeriesPrediction,
     OnnxCausalLM,
+    OnnxTimeSeriesForecaster,
     export_executorch,
     export_onnx,
 )
@@ -254,3 +256,38 @@ def test_executorch_bounds_are_checked(executorch_exported):
         runtime.step(torch.randint(3, 99, (5, 1)))
     with pytest.raises(ValueError, match="backend='vulkan'"):
         export_executorch(HybridGRUForCausalLM(tiny_config()), "unused", backend="vulkan")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Time series: a streaming forecaster
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_streaming_forecast_matches_pytorch(tmp_path):
+    """Chunks of a stream (the first one not a whole number of patches) give the model's streaming forecasts and
+    Student-t parameters, for two channels."""
+    config = tiny_config(
+        vocab_size=1, context_length=24, prediction_length=6, patch_length=2, num_input_channels=2, loss="nll"
+    )
+    model = HybridGRUForTimeSeriesPrediction(config).eval()
+    export_onnx(model, tmp_path / "onnx")
+    runtime = OnnxTimeSeriesForecaster.from_pretrained(tmp_path / "onnx")
+    series = torch.randn(3, 15, 2).cumsum(1)
+    observed = torch.ones_like(series)
+    observed[1, 3:5, 0] = 0  # a gap in one channel
+    state, cache, stats = None, None, {}
+    with torch.no_grad():
+        for chunk in (slice(0, 7), slice(7, 11), slice(11, 15)):
+            expected = model(
+                past_values=series[:, chunk], past_observed_mask=observed[:, chunk], cache=cache, use_cache=True,
+                **stats,
+            )  # fmt: skip
+            cache, stats = expected.cache, {"loc": expected.loc, "scale": expected.scale}
+            actual, state = runtime.step(series[:, chunk], observed[:, chunk], state)
+            assert_close(actual["prediction"], expected.prediction_outputs, atol=1e-4, msg=f"chunk {chunk}")
+            names = ("df", "distribution_loc", "distribution_scale")
+            for name, param in zip(names, expected.distribution_params, strict=True):
+                assert_close(actual[name], param, atol=1e-4, msg=f"{name}, chunk {chunk}")
+    with pytest.raises(ValueError, match="whole patches"):
+        runtime.step(series[:, :3], state=state)
