@@ -54,8 +54,11 @@ _register({AutoModelForCTC: HybridGRUForCTC})
 # Loaded on first use: the exporter and its runtime are not needed to train or load a model.
 _LAZY = {
     name: "export"
-    for name in ("export_onnx", "export_executorch", "OnnxCausalLM", "ExecuTorchCausalLM", "OnnxTimeSeriesForecaster")
-}
+    for name in (
+        "export_onnx", "export_executorch", "OnnxCausalLM", "ExecuTorchCausalLM", "OnnxTimeSeriesForecaster",
+        "OnnxCTCRecognizer",
+    )
+}  # fmt: skip
 
 
 def __getattr__(name: str):
@@ -81,4 +84,5 @@ __all__ = [
     "OnnxCausalLM",
     "ExecuTorchCausalLM",
     "OnnxTimeSeriesForecaster",
+    "OnnxCTCRecognizer",
 ]

@@ -39,6 +39,7 @@ from .modeling_hybrid_gru import (
     HybridGRUModel,
     apply_rotary_pos_emb,
 )
+from .modeling_hybrid_gru_ctc import HybridGRUForCTC
 from .modeling_hybrid_gru_time_series import HybridGRUForTimeSeriesPrediction, scaling_statistics, student_t_domain
 from .recurrence_hybrid_gru import gru_cell, mingru_gates
 
@@ -57,7 +58,12 @@ PROCESSOR_FILES = (
 )  # fmt: skip
 QUANTIZATIONS = ("int8",)
 EXECUTORCH_BACKENDS = ("portable", "xnnpack")
-EXPORTABLE = {"HybridGRUForCausalLM": "causal-lm", "HybridGRUForTimeSeriesPrediction": "time-series-forecasting"}
+EXPORTABLE = {
+    "HybridGRUForCausalLM": "causal-lm",
+    "HybridGRUForTimeSeriesPrediction": "time-series-forecasting",
+    "HybridGRUForCTC": "automatic-speech-recognition",
+}
+SUBSAMPLING = 4  # frames per CTC output frame: HybridGRUConvSubsampler's two stride-2 convs
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -92,6 +98,17 @@ def state_specs(config: HybridGRUConfig, batch: str = "batch") -> list[dict]:
                 }
             )
     return specs
+
+
+def ctc_state_specs(config: HybridGRUConfig) -> list[dict]:
+    """The CTC head's states: the pending input frames of each subsampler conv, then the backbone's (`state_specs`)."""
+    widths = [config.num_mel_bins, config.conv_subsampling_channels]
+    subsampler = [
+        {"name": f"past.subsampler.{i}", "output": f"present.subsampler.{i}", "layer": f"subsampler.convs.{i}",
+         "layer_type": "conv_subsampler", "kind": "pending_frames", "shape": ["batch", width, 2]}
+        for i, width in enumerate(widths)
+    ]  # fmt: skip
+    return subsampler + state_specs(config)
 
 
 def attention_bias(attention_mask: torch.Tensor, seq_len: int, window: int | None, dtype: torch.dtype) -> torch.Tensor:
@@ -231,6 +248,52 @@ class CausalLMStep(nn.Module):
         return (self.lm_head(hidden), *next_states)
 
 
+class CTCStep(nn.Module):
+    """`HybridGRUForCTC` streaming with explicit state: forward(input_features, subsampler.0, subsampler.1, *states) ->
+    (logits, next subsampler.0, next subsampler.1, *next_states).
+
+    input_features (B, T, num_mel_bins) with T a multiple of 4 (the subsampler's total stride), so each conv layer
+    consumes whole strides and keeps exactly its last `kernel_size - 1` input frames as state (its zero padding at the
+    start). Logits (B, T / 4, vocab) equal the model's for those frames.
+    """
+
+    def __init__(self, model: HybridGRUForCTC):
+        super().__init__()
+        self.subsampler = model.subsampler
+        self.model = model.model
+        self.lm_head = model.lm_head
+        self.num_subsampler_states = len(model.subsampler.convs)
+        self.attention_index = _first_key_index(model.config)
+
+    def forward(self, input_features: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        subsampler = self.subsampler
+        x = subsampler.feature_norm(input_features).transpose(1, 2)  # (B, F, T)
+        next_pending = []
+        for conv, pending in zip(subsampler.convs, states[: self.num_subsampler_states], strict=True):
+            x = torch.cat([pending, x], dim=-1)  # even length + kernel - 1: the conv ends on the last frame
+            next_pending.append(x.narrow(-1, x.shape[-1] - pending.shape[-1], pending.shape[-1]))
+            x = subsampler.act(conv(x))
+        hidden = subsampler.proj(x.transpose(1, 2))  # (B, T / 4, D)
+        states = list(states[self.num_subsampler_states :])
+        past = states[self.attention_index].shape[2] if self.attention_index is not None else 0
+        hidden, next_states = run_backbone(self.model, hidden, past, states)
+        return (self.lm_head(hidden), *next_pending, *next_states)
+
+
+def _first_key_index(config: HybridGRUConfig) -> int | None:
+    """Index of the first key cache among the backbone states: its length is the number of tokens seen so far."""
+    return next((i for i, s in enumerate(state_specs(config)) if s["kind"] == "key"), None)
+
+
+def run_backbone(model: HybridGRUModel, tokens: torch.Tensor, past, states: list) -> tuple[torch.Tensor, list]:
+    """`backbone_step` for unpadded rows after `past` tokens (streams of the time-series and CTC heads)."""
+    rows, length = tokens.shape[:2]
+    mask = torch.ones(rows, past + length, dtype=torch.long, device=tokens.device)
+    positions = (torch.arange(length, device=tokens.device) + past).unsqueeze(0).expand(rows, -1)
+    no_padding = torch.zeros(rows, length, dtype=torch.bool, device=tokens.device)
+    return backbone_step(model, tokens, mask, positions, states, no_padding)
+
+
 class TimeSeriesStep(nn.Module):
     """`HybridGRUForTimeSeriesPrediction` streaming with explicit state: forward(past_values, past_observed_mask, loc,
     scale, *states) -> (prediction, *distribution_params, *next_states).
@@ -244,9 +307,7 @@ class TimeSeriesStep(nn.Module):
         super().__init__()
         self.head_model = model
         self.model = model.model
-        self.attention_index = next(
-            (i for i, s in enumerate(state_specs(model.config)) if s["kind"] == "key"), None
-        )  # past length = its key cache length
+        self.attention_index = _first_key_index(model.config)
 
     def forward(
         self,
@@ -267,22 +328,15 @@ class TimeSeriesStep(nn.Module):
         patches = torch.cat([scaled.transpose(1, 2).reshape(shape), observed.transpose(1, 2).reshape(shape)], dim=-1)
         tokens = head_model.patch_embedding.proj(patches)  # (B*C, N, D)
         past = states[self.attention_index].shape[2] if self.attention_index is not None else 0
-        hidden, next_states = self._run(tokens, past, list(states))
+        hidden, next_states = run_backbone(self.model, tokens, past, list(states))
         future = head_model.future_tokens.expand(tokens.shape[0], -1, -1)  # (B*C, F, D)
-        hidden, _ = self._run(future, past + tokens.shape[1], next_states)
+        hidden, _ = run_backbone(self.model, future, past + tokens.shape[1], next_states)
         head_out = head_model.head(hidden).view(batch, channels, -1, head_model.num_outputs)  # (B, C, F*P, k)
         head_out = head_out[:, :, : config.prediction_length].permute(3, 0, 2, 1)  # (k, B, H, C)
         if config.loss == "nll":
             params = student_t_domain(*head_out)
             return (params[1] * scale + loc, *params, *next_states)
         return (head_out[0] * scale + loc, *next_states)
-
-    def _run(self, tokens: torch.Tensor, past, states: list) -> tuple[torch.Tensor, list]:
-        rows, length = tokens.shape[:2]
-        mask = torch.ones(rows, past + length, dtype=torch.long, device=tokens.device)
-        positions = (torch.arange(length, device=tokens.device) + past).unsqueeze(0).expand(rows, -1)
-        no_padding = torch.zeros(rows, length, dtype=torch.bool, device=tokens.device)
-        return backbone_step(self.model, tokens, mask, positions, states, no_padding)
 
 
 def zero_states(specs: list[dict], batch: int, dtype: torch.dtype = torch.float32, past_length: int = 0) -> list:
@@ -433,10 +487,7 @@ def _load_model(path: Path):
     return _MODEL_CLASSES[architecture].from_pretrained(path)
 
 
-_MODEL_CLASSES = {
-    "HybridGRUForCausalLM": HybridGRUForCausalLM,
-    **{c.__name__: c for c in (HybridGRUForTimeSeriesPrediction,)},
-}
+_MODEL_CLASSES = {c.__name__: c for c in (HybridGRUForCausalLM, HybridGRUForTimeSeriesPrediction, HybridGRUForCTC)}
 
 
 def _check_model(model) -> str:
@@ -480,6 +531,14 @@ def _onnx_signature(model) -> tuple:
     are above 1: torch.export specialises dims of size 0 and 1."""
     config = model.config
     batch, seq, past = torch.export.Dim("batch"), torch.export.Dim("sequence_length"), torch.export.Dim("past_length")
+    if isinstance(model, HybridGRUForCTC):
+        specs = ctc_state_specs(config)
+        state_axes = tuple({0: batch, 2: past} if "past_length" in s["shape"] else {0: batch} for s in specs)
+        blocks = torch.export.Dim("blocks")  # of SUBSAMPLING frames
+        features = torch.randn(2, 2 * SUBSAMPLING, config.num_mel_bins, dtype=model.dtype)
+        inputs = (features, *zero_states(specs, 2, model.dtype, past_length=3))
+        names = ["input_features", *(s["name"] for s in specs)], ["logits", *(s["output"] for s in specs)]
+        return CTCStep(model), inputs, *names, ({0: batch, 1: blocks * SUBSAMPLING}, state_axes)
     if isinstance(model, HybridGRUForTimeSeriesPrediction):
         specs = state_specs(config, "series")
         rows = batch * config.num_input_channels if config.num_input_channels > 1 else batch
@@ -554,7 +613,11 @@ def _copy_processor_files(source: Path | None, processor, target: Path) -> None:
 def _export_config(model, task: str) -> dict:
     dtype = str(model.dtype).removeprefix("torch.")
     config = model.config
-    if task == "time-series-forecasting":
+    if task == "automatic-speech-recognition":
+        inputs = [("input_features", ["batch", f"blocks * {SUBSAMPLING}", config.num_mel_bins], dtype)]
+        outputs = [{"name": "logits", "shape": ["batch", "blocks", config.vocab_size], "dtype": dtype}]
+        specs, extra = ctc_state_specs(config), {"subsampling": SUBSAMPLING}
+    elif task == "time-series-forecasting":
         series = ["batch", "patches * patch_length", config.num_input_channels]
         stats = ["batch", 1, config.num_input_channels]
         inputs = [("past_values", series, dtype), ("past_observed_mask", series, dtype)]
@@ -601,6 +664,21 @@ def read_export_folder(
             f"task={export_config.get('task')!r}; {reader} runs {format!r} {task} exports."
         )
     return path, HybridGRUConfig.from_pretrained(path), export_config
+
+
+def onnx_session(path: Path, export_config: dict, providers: list | None, session_options):
+    """An onnxruntime InferenceSession on the folder's graph (default: the CPU provider)."""
+    import onnxruntime
+
+    providers = providers or ["CPUExecutionProvider"]
+    graph = str(path / export_config["graph"])
+    return onnxruntime.InferenceSession(graph, sess_options=session_options, providers=providers)
+
+
+def onnx_run(session, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Runs `session` on CPU tensors in graph input order; outputs in graph order."""
+    feed = {spec.name: tensor.numpy() for spec, tensor in zip(session.get_inputs(), inputs, strict=True)}
+    return [torch.from_numpy(output) for output in session.run(None, feed)]
 
 
 @dataclass
@@ -771,7 +849,6 @@ class OnnxCausalLM(ExportedCausalLM):
     def __init__(self, session, config: HybridGRUConfig, export_config: dict, generation_config: GenerationConfig):
         super().__init__(config, export_config, generation_config)
         self.session = session
-        self.input_names = [i.name for i in session.get_inputs()]
 
     @classmethod
     def from_pretrained(
@@ -779,18 +856,13 @@ class OnnxCausalLM(ExportedCausalLM):
     ) -> "OnnxCausalLM":
         """Loads `export_onnx`'s folder (float or int8 alike). `providers` and `session_options` go to
         `onnxruntime.InferenceSession` (default: the CPU provider)."""
-        import onnxruntime
-
         path, config, export_config, generation_config = cls._read_folder(path)
-        session = onnxruntime.InferenceSession(
-            str(path / export_config["graph"]), sess_options=session_options,
-            providers=providers or ["CPUExecutionProvider"],
-        )  # fmt: skip
-        return cls(session, config, export_config, generation_config)
+        return cls(
+            onnx_session(path, export_config, providers, session_options), config, export_config, generation_config
+        )
 
     def _run(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-        feed = {name: tensor.numpy() for name, tensor in zip(self.input_names, inputs, strict=True)}
-        return [torch.from_numpy(output) for output in self.session.run(None, feed)]
+        return onnx_run(self.session, inputs)
 
 
 class ExecuTorchCausalLM(ExportedCausalLM):
@@ -826,32 +898,34 @@ class TimeSeriesState:
     scale: torch.Tensor
 
 
-class OnnxTimeSeriesForecaster:
-    """Runs a time-series `export_onnx` folder with onnxruntime: `step` feeds the next chunk of a stream and returns
-    the forecast after it, as `HybridGRUForTimeSeriesPrediction` does with `use_cache=True`."""
+class OnnxStreamRunner:
+    """Base of the streaming runtimes of the time-series and CTC heads: an onnxruntime session on an `export_onnx`
+    folder of `task`."""
 
-    format = ONNX_FORMAT
+    task = None
 
     def __init__(self, session, config: HybridGRUConfig, export_config: dict):
         self.session = session
         self.config = config
         self.export_config = export_config
         self.dtype = getattr(torch, export_config["dtype"])
-        self.input_names = [i.name for i in session.get_inputs()]
         self.output_names = [o["name"] for o in export_config["outputs"]]
 
     @classmethod
-    def from_pretrained(
-        cls, path: str | os.PathLike, providers: list | None = None, session_options=None
-    ) -> "OnnxTimeSeriesForecaster":
-        import onnxruntime
+    def from_pretrained(cls, path: str | os.PathLike, providers: list | None = None, session_options=None):
+        """Loads the folder; `providers` and `session_options` go to `onnxruntime.InferenceSession`."""
+        path, config, export_config = read_export_folder(path, ONNX_FORMAT, cls.task, cls.__name__)
+        return cls(onnx_session(path, export_config, providers, session_options), config, export_config)
 
-        path, config, export_config = read_export_folder(path, cls.format, "time-series-forecasting", cls.__name__)
-        session = onnxruntime.InferenceSession(
-            str(path / export_config["graph"]), sess_options=session_options,
-            providers=providers or ["CPUExecutionProvider"],
-        )  # fmt: skip
-        return cls(session, config, export_config)
+    def _zero_states(self, rows: int) -> list[torch.Tensor]:
+        return zero_states(self.export_config["states"], rows, self.dtype)
+
+
+class OnnxTimeSeriesForecaster(OnnxStreamRunner):
+    """Runs a time-series `export_onnx` folder with onnxruntime: `step` feeds the next chunk of a stream and returns
+    the forecast after it, as `HybridGRUForTimeSeriesPrediction` does with `use_cache=True`."""
+
+    task = "time-series-forecasting"
 
     def step(
         self,
@@ -877,8 +951,7 @@ class OnnxTimeSeriesForecaster:
             if loc is None or scale is None:
                 clean = torch.where(observed.bool(), values, torch.zeros_like(values))
                 loc, scale = scaling_statistics(clean, observed, self.config.scaling)
-            rows = values.shape[0] * self.config.num_input_channels
-            state = TimeSeriesState(zero_states(self.export_config["states"], rows, self.dtype), loc, scale)
+            state = TimeSeriesState(self._zero_states(values.shape[0] * self.config.num_input_channels), loc, scale)
         elif values.shape[1] % self.config.patch_length:
             raise ValueError(
                 f"A chunk continuing a stream must hold whole patches: `past_values` has {values.shape[1]} steps, not "
@@ -887,10 +960,53 @@ class OnnxTimeSeriesForecaster:
         pad = -values.shape[1] % self.config.patch_length  # unobserved zeros, as the model's patch embedding pads
         values, observed = F.pad(values, (0, 0, pad, 0)), F.pad(observed, (0, 0, pad, 0))
         inputs = [values, observed, state.loc.to(self.dtype), state.scale.to(self.dtype), *state.tensors]
-        feed = {name: tensor.numpy() for name, tensor in zip(self.input_names, inputs, strict=True)}
-        outputs = [torch.from_numpy(output) for output in self.session.run(None, feed)]
+        outputs = onnx_run(self.session, inputs)
         named = dict(zip(self.output_names, outputs, strict=False))
         return named, TimeSeriesState(outputs[len(self.output_names) :], state.loc, state.scale)
+
+
+@dataclass
+class CTCState:
+    """What `OnnxCTCRecognizer.step` carries between chunks: the state tensors in graph order and the input frames
+    (batch, < 4, num_mel_bins) not yet run (the graph takes whole blocks of `SUBSAMPLING` frames)."""
+
+    tensors: list[torch.Tensor]
+    pending: torch.Tensor
+
+
+class OnnxCTCRecognizer(OnnxStreamRunner):
+    """Runs a CTC `export_onnx` folder with onnxruntime: `step` feeds log-mel frames as they arrive and returns the
+    logits of every output frame they complete; `flush` ends the stream. The logits equal `HybridGRUForCTC`'s over
+    the whole input."""
+
+    task = "automatic-speech-recognition"
+
+    def step(self, input_features: torch.Tensor, state: CTCState | None = None) -> tuple[torch.Tensor, CTCState]:
+        """Feeds frames (B, T, num_mel_bins) of any length; returns logits (B, T', vocab) (T' may be 0) and the state."""
+        features = torch.as_tensor(input_features, dtype=self.dtype)
+        if features.ndim != 3 or features.shape[-1] != self.config.num_mel_bins:
+            raise ValueError(
+                f"`input_features` must have shape (batch, frames, num_mel_bins={self.config.num_mel_bins}), got "
+                f"{tuple(features.shape)}."
+            )
+        if state is None:
+            state = CTCState(self._zero_states(features.shape[0]), features[:, :0])
+        features = torch.cat([state.pending, features], dim=1)
+        usable = features.shape[1] - features.shape[1] % SUBSAMPLING
+        if usable == 0:
+            logits = features.new_zeros(features.shape[0], 0, self.config.vocab_size)
+            return logits, CTCState(state.tensors, features)
+        logits, *tensors = onnx_run(self.session, [features[:, :usable], *state.tensors])
+        return logits, CTCState(tensors, features[:, usable:])
+
+    def flush(self, state: CTCState) -> torch.Tensor:
+        """Logits (B, 0 or 1, vocab) of the frames still pending at the end of the stream. Zero frames complete their
+        block: the one output frame they give reads only real frames (the subsampler is causal)."""
+        pending = state.pending
+        if pending.shape[1] == 0:
+            return pending.new_zeros(pending.shape[0], 0, self.config.vocab_size)
+        block = F.pad(pending, (0, 0, 0, SUBSAMPLING - pending.shape[1]))
+        return onnx_run(self.session, [block, *state.tensors])[0][:, :1]
 
 
 __all__ = [
@@ -900,7 +1016,9 @@ __all__ = [
     "ExecuTorchCausalLM",
     "ExportedCausalLM",
     "OnnxTimeSeriesForecaster",
+    "OnnxCTCRecognizer",
     "TimeSeriesStep",
+    "CTCStep",
     "CausalLMState",
     "CausalLMStep",
     "state_specs",

@@ -15,9 +15,11 @@ from hf_gru import (
     ExecuTorchCausalLM,
     HybridGRUConfig,
     HybridGRUForCausalLM,
+    HybridGRUForCTC,
     HybridGRUForSequenceClassification,
     HybridGRUForTimeSeriesPrediction,
     OnnxCausalLM,
+    OnnxCTCRecognizer,
     OnnxTimeSeriesForecaster,
     export_executorch,
     export_onnx,
@@ -291,3 +293,37 @@ def test_streaming_forecast_matches_pytorch(tmp_path):
                 assert_close(actual[name], param, atol=1e-4, msg=f"{name}, chunk {chunk}")
     with pytest.raises(ValueError, match="whole patches"):
         runtime.step(series[:, :3], state=state)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# CTC: a streaming recogniser
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_streaming_recognition_equals_offline_logits(tmp_path):
+    """Chunks of any length (none a multiple of the subsampling), then `flush`, give the offline logits."""
+    config = tiny_config(
+        vocab_size=12, num_mel_bins=8, conv_subsampling_channels=16, block_pattern="GLA", sliding_window=3
+    )
+    model = HybridGRUForCTC(config).eval()
+    export_onnx(model, tmp_path / "onnx")
+    runtime = OnnxCTCRecognizer.from_pretrained(tmp_path / "onnx")
+    features = torch.randn(2, 23, 8)
+    with torch.no_grad():
+        expected = model(input_features=features).logits  # (2, 6, 12)
+    pieces, state = [], None
+    for chunk in (slice(0, 3), slice(3, 5), slice(5, 13), slice(13, 23)):
+        logits, state = runtime.step(features[:, chunk], state)
+        pieces.append(logits)
+    pieces.append(runtime.flush(state))
+    assert [p.shape[1] for p in pieces] == [0, 1, 2, 2, 1]
+    assert_close(torch.cat(pieces, dim=1), expected, atol=1e-4)
+
+
+def test_bidirectional_ctc_is_refused(tmp_path):
+    model = HybridGRUForCTC(
+        tiny_config(vocab_size=12, num_mel_bins=8, conv_subsampling_channels=16, bidirectional=True)
+    )
+    with pytest.raises(ValueError, match="bidirectional=True"):
+        export_onnx(model, tmp_path / "out")
