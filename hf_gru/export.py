@@ -406,14 +406,15 @@ def export_executorch(
 
     ExecuTorch plans memory ahead, so the dynamic dims are bounded: batch <= `max_batch_size`, cached + new tokens <=
     `max_length` (default: `max_position_embeddings`). `backend="portable"` runs ExecuTorch's portable kernels;
-    `"xnnpack"` delegates what XNNPACK supports (needs torchao). A prompt is fed one token per call (a decode-step
+    `"xnnpack"` delegates what XNNPACK supports, op by op (needs torchao; whole-partition mode failed on this graph:
+    "Output node ... is already in the inputs", pass-through arguments XNNPACK does not take). A prompt is fed one token per call (a decode-step
     graph has no time loop: ExecuTorch has no `scan`). Same errors and staging folder as `export_onnx`.
     """
     if backend not in EXECUTORCH_BACKENDS:
         raise ValueError(f"backend={backend!r} is not supported; expected one of {EXECUTORCH_BACKENDS}.")
-    for name, value in (("max_length", max_length), ("max_batch_size", max_batch_size)):
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"`{name}` must be a positive integer, got {name}={value!r}.")
+    for name, value, low in (("max_length", max_length, 5), ("max_batch_size", max_batch_size, 1)):
+        if value is not None and (not isinstance(value, int) or value < low):
+            raise ValueError(f"`{name}` must be an integer >= {low}, got {name}={value!r}.")
 
     def write(model: HybridGRUForCausalLM, staging: Path) -> dict:
         if not isinstance(model, HybridGRUForCausalLM):
@@ -584,16 +585,17 @@ def _export_executorch_program(
     from executorch.exir import to_edge_transform_and_lower
 
     specs = state_specs(model.config)
-    batch = torch.export.Dim("batch", min=1, max=max_batch_size)
+    # A bound of 1 is a static size: torch.export refuses a Dim with min == max.
+    rows = {0: torch.export.Dim("batch", min=1, max=max_batch_size)} if max_batch_size > 1 else {}
     past = torch.export.Dim("past_length", min=0, max=max_length - 1)
-    state_axes = tuple({0: batch, 2: past} if "past_length" in s["shape"] else {0: batch} for s in specs)
-    dynamic_shapes = ({0: batch}, {0: batch, 1: past + 1}, {0: batch}, state_axes)
+    state_axes = tuple({**rows, 2: past} if "past_length" in s["shape"] else rows for s in specs)
+    dynamic_shapes = (rows, {**rows, 1: past + 1}, rows, state_axes)
     inputs = _example_inputs(model.config, model.dtype, batch=min(2, max_batch_size), seq_len=1, past=3)
     partitioners = []
     if backend == "xnnpack":
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
-        partitioners.append(XnnpackPartitioner())
+        partitioners.append(XnnpackPartitioner(per_op_mode=True))
     with torch.no_grad():
         program = torch.export.export(CausalLMStep(model).eval(), inputs, dynamic_shapes=dynamic_shapes)
     path.write_bytes(to_edge_transform_and_lower(program, partitioner=partitioners).to_executorch().buffer)

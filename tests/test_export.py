@@ -217,15 +217,21 @@ def test_state_specs_follow_the_layer_pattern():
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=[pytest.param(v, marks=pytest.mark.slow) for v in ("gru", "mingru")])
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(p, marks=pytest.mark.slow, id="-".join(p)) for p in [("gru", "portable"), ("mingru", "xnnpack")]
+    ],
+)
 def executorch_exported(request, tmp_path_factory):
-    """(PyTorch model, ExecuTorchCausalLM): portable kernels, batch up to 4, up to 96 tokens. Slow: lowering takes
-    ~15 s on an idle core."""
+    """(PyTorch model, ExecuTorchCausalLM): batch up to 4, up to 96 tokens. Slow: lowering takes ~15 s on an idle
+    core."""
     pytest.importorskip("executorch", reason="needs executorch (see the export extra)")
+    variant, backend = request.param
     torch.manual_seed(0)
-    model = HybridGRUForCausalLM(tiny_config(gru_variant=request.param)).eval()
-    output = tmp_path_factory.mktemp(f"executorch-{request.param}") / "pte"
-    export_executorch(model, output, max_length=96, max_batch_size=4)
+    model = HybridGRUForCausalLM(tiny_config(gru_variant=variant)).eval()
+    output = tmp_path_factory.mktemp(f"executorch-{variant}") / "pte"
+    export_executorch(model, output, max_length=96, max_batch_size=4, backend=backend)
     return model, ExecuTorchCausalLM.from_pretrained(output)
 
 
