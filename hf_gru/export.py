@@ -1,11 +1,14 @@
-"""ONNX and ExecuTorch export of HybridGRU causal LMs with the recurrent state as explicit graph inputs and outputs,
-and runtimes that carry that state between calls: `OnnxCausalLM` (onnxruntime) and `ExecuTorchCausalLM`.
+"""ONNX and ExecuTorch export of HybridGRU models with the recurrent state as explicit graph inputs and outputs, and
+runtimes that carry that state between calls: `OnnxCausalLM` (onnxruntime) and `ExecuTorchCausalLM` for the causal
+LM, `OnnxTimeSeriesForecaster` (streaming forecast) and `OnnxCTCRecognizer` (streaming recognition) for the other
+causal heads.
 
 The model's state lives in a transformers `Cache`, a Python object no exporter can trace. `CausalLMStep` re-states one
 forward of `HybridGRUForCausalLM` on the model's own modules (norms, projections, rotary embedding, MLPs) with the state
 as plain tensors: per attention layer its keys and values (batch, kv_heads, past_length, head_dim), per GRU layer the
 last `gru_conv_kernel - 1` inputs of the short convolution (batch, hidden_size, kernel - 1) and the recurrent state
 (batch, gru_hidden_size). One graph serves prefill and decoding: batch, sequence and past lengths are dynamic.
+`TimeSeriesStep` and `CTCStep` do the same for the other heads on the shared `backbone_step`.
 
 Recurrence. `torch.export` cannot trace a Python loop over a dynamic length, nor `nn.GRU` with a dynamic length, and
 the model's fast paths are custom ops that no ONNX runtime knows. The time loop is therefore written with torch's
@@ -15,6 +18,10 @@ log-space scan would also export, but it lost ~1e-4 against the loop here (see D
 ONNX's own `GRU` op cannot keep the state on left-padding positions (it takes right-aligned `sequence_lens` only).
 Decoding runs one `Scan` iteration per GRU layer. A graph traced for one token (the ExecuTorch decode step; ExecuTorch
 has no scan) holds a single cell instead.
+
+Limits. Attention is eager (float32 softmax) over explicit keys and values. Sliding-window layers keep every key and
+apply the window in the mask (the cache grows like a full-attention one; transformers' cache drops old keys). Beam
+search is not offered by the runtimes. Float32 is what the parity tests cover.
 """
 
 import copy
