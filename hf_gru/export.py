@@ -4,10 +4,10 @@ LM, `OnnxTimeSeriesForecaster` (streaming forecast) and `OnnxCTCRecognizer` (str
 causal heads.
 
 The model's state lives in a transformers `Cache`, a Python object no exporter can trace. `CausalLMStep` re-states one
-forward of `HybridGRUForCausalLM` on the model's own modules (norms, projections, rotary embedding, MLPs) with the state
-as plain tensors: per attention layer its keys and values (batch, kv_heads, past_length, head_dim), per GRU layer the
-last `gru_conv_kernel - 1` inputs of the short convolution (batch, hidden_size, kernel - 1) and the recurrent state
-(batch, gru_hidden_size). One graph serves prefill and decoding: batch, sequence and past lengths are dynamic.
+forward of `HybridGRUForCausalLM` on the model's own modules (norms, projections, rotary embedding, MLPs) with the
+state as plain tensors: per attention layer its keys and values (batch, kv_heads, past_length, head_dim), per GRU
+layer the last `gru_conv_kernel - 1` inputs of the short convolution (batch, hidden_size, kernel - 1) and the
+recurrent state (batch, gru_hidden_size). One graph serves prefill and decoding: batch, sequence and past lengths are dynamic.
 `TimeSeriesStep` and `CTCStep` do the same for the other heads on the shared `backbone_step`.
 
 Recurrence. `torch.export` cannot trace a Python loop over a dynamic length, nor `nn.GRU` with a dynamic length, and
@@ -57,7 +57,7 @@ ONNX_FORMAT = "hf_gru-onnx"
 EXECUTORCH_FORMAT = "hf_gru-executorch"
 EXPORT_FORMAT_VERSION = 1
 GRAPH_INPUTS = ("input_ids", "attention_mask", "position_ids")  # then the states, see `state_specs`
-# Files of a tokenizer or processor copied from a model folder next to the graph, so the export folder is self-contained.
+# Tokenizer / processor files copied from a model folder next to the graph, so the export folder is self-contained.
 PROCESSOR_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
     "vocab.txt", "merges.txt", "tokenizer.model", "chat_template.jinja", "chat_template.json",
@@ -80,7 +80,7 @@ SUBSAMPLING = 4  # frames per CTC output frame: HybridGRUConvSubsampler's two st
 
 
 def state_specs(config: HybridGRUConfig, batch: str = "batch") -> list[dict]:
-    """One entry per state tensor, in graph order: `name` (graph input), `output` (graph output carrying its next value),
+    """One entry per state tensor, in graph order: `name` (graph input), `output` (graph output with its next value),
     `layer`, `layer_type`, `kind` (key, value, conv, recurrent) and `shape` with symbolic `batch` (rows of the
     backbone; `series` = batch * channels for the time-series head) and `past_length`."""
     specs = []
@@ -119,7 +119,7 @@ def ctc_state_specs(config: HybridGRUConfig) -> list[dict]:
 
 
 def attention_bias(attention_mask: torch.Tensor, seq_len: int, window: int | None, dtype: torch.dtype) -> torch.Tensor:
-    """(B, past + T) padding mask -> additive (B, 1, T, past + T) bias: causal, padding and (if `window`) sliding window.
+    """(B, past + T) padding mask -> additive (B, 1, T, past + T) bias: causal, padding and (with `window`) sliding.
 
     Positions are cache slots, as transformers' mask builders count them. A finite minimum instead of -inf keeps a row
     with no visible key (a left-padding query) finite; its output is never read, but NaN would leak through 0 * NaN.
@@ -413,9 +413,10 @@ def export_executorch(
 
     ExecuTorch plans memory ahead, so the dynamic dims are bounded: batch <= `max_batch_size`, cached + new tokens <=
     `max_length` (default: `max_position_embeddings`). `backend="portable"` runs ExecuTorch's portable kernels;
-    `"xnnpack"` delegates what XNNPACK supports, op by op (needs torchao; whole-partition mode failed on this graph:
-    "Output node ... is already in the inputs", pass-through arguments XNNPACK does not take). A prompt is fed one token per call (a decode-step
-    graph has no time loop: ExecuTorch has no `scan`). Same errors and staging folder as `export_onnx`.
+    `"xnnpack"` delegates what XNNPACK supports, op by op (needs torchao; whole partitions failed on this graph with
+    "Output node ... is already in the inputs": pass-through arguments, which XNNPACK does not take). A prompt is fed
+    one token per call (a decode-step graph has no time loop: ExecuTorch has no `scan`). Same errors and staging
+    folder as `export_onnx`.
     """
     if backend not in EXECUTORCH_BACKENDS:
         raise ValueError(f"backend={backend!r} is not supported; expected one of {EXECUTORCH_BACKENDS}.")
@@ -518,7 +519,7 @@ def _example_inputs(config: HybridGRUConfig, dtype: torch.dtype, batch: int, seq
 
 
 def _export_onnx_graph(model, path: Path, opset_version: int) -> None:
-    """Traces the model's step module with torch.export (dynamic batch, sequence and past lengths) into an ONNX file."""
+    """Traces the model's step module with torch.export (dynamic batch, sequence, past lengths) into an ONNX file."""
     module, inputs, input_names, output_names, dynamic_shapes = _onnx_signature(model)
     with torch.no_grad():
         program = torch.onnx.export(
@@ -729,7 +730,7 @@ class ExportedCausalLM:
         return path, config, export_config, generation_config
 
     def _run(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Runs the graph once: inputs and outputs in graph order (ids, mask, positions, *states -> logits, *states)."""
+        """Runs the graph once, inputs and outputs in graph order: ids, mask, positions, *states -> logits, *states."""
         raise NotImplementedError
 
     def init_state(self, batch_size: int) -> CausalLMState:
@@ -991,7 +992,7 @@ class OnnxCTCRecognizer(OnnxStreamRunner):
     task = "automatic-speech-recognition"
 
     def step(self, input_features: torch.Tensor, state: CTCState | None = None) -> tuple[torch.Tensor, CTCState]:
-        """Feeds frames (B, T, num_mel_bins) of any length; returns logits (B, T', vocab) (T' may be 0) and the state."""
+        """Feeds frames (B, T, num_mel_bins) of any length; returns logits (B, T', vocab), T' >= 0, and the state."""
         features = torch.as_tensor(input_features, dtype=self.dtype)
         if features.ndim != 3 or features.shape[-1] != self.config.num_mel_bins:
             raise ValueError(
