@@ -7,8 +7,8 @@ The model's state lives in a transformers `Cache`, a Python object no exporter c
 forward of `HybridGRUForCausalLM` on the model's own modules (norms, projections, rotary embedding, MLPs) with the
 state as plain tensors: per attention layer its keys and values (batch, kv_heads, past_length, head_dim), per GRU
 layer the last `gru_conv_kernel - 1` inputs of the short convolution (batch, hidden_size, kernel - 1) and the
-recurrent state (batch, gru_hidden_size). One graph serves prefill and decoding: batch, sequence and past lengths are dynamic.
-`TimeSeriesStep` and `CTCStep` do the same for the other heads on the shared `backbone_step`.
+recurrent state (batch, gru_hidden_size). One graph serves prefill and decoding: batch, sequence and past lengths are
+dynamic. `TimeSeriesStep` and `CTCStep` do the same for the other heads on the shared `backbone_step`.
 
 Recurrence. `torch.export` cannot trace a Python loop over a dynamic length, nor `nn.GRU` with a dynamic length, and
 the model's fast paths are custom ops that no ONNX runtime knows. The time loop is therefore written with torch's
