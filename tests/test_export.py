@@ -6,6 +6,8 @@ export of the classic GRU is in the fast suite, the others are slow.
 """
 
 import json
+import sys
+import types
 
 import pytest
 import torch
@@ -194,6 +196,29 @@ def test_failed_export_leaves_no_folder(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # neither `out` nor the staging folder
     with pytest.raises(ValueError, match="export_config.json"):
         OnnxCausalLM.from_pretrained(tmp_path)
+
+
+def test_int8_export_calls_the_quantizer_and_keeps_one_graph(tmp_path, monkeypatch):
+    """The hook to hf_gru.quantization (issue 14b): the float graph goes in, `model.onnx` is the int8 graph."""
+    calls = []
+
+    def quantize_onnx_int8(source, target):
+        calls.append((source.name, source.read_bytes()))
+        target.write_bytes(b"int8 graph")
+        return target
+
+    monkeypatch.setitem(
+        sys.modules, "hf_gru.quantization", types.SimpleNamespace(quantize_onnx_int8=quantize_onnx_int8)
+    )
+    monkeypatch.setattr(
+        export_module, "_export_onnx_graph", lambda model, path, opset: path.write_bytes(b"fp32 graph")
+    )
+    export_onnx(HybridGRUForCausalLM(tiny_config()), tmp_path / "out", quantize="int8")
+    assert calls == [("model.float.onnx", b"fp32 graph")]
+    assert (tmp_path / "out" / "model.onnx").read_bytes() == b"int8 graph"
+    assert not (tmp_path / "out" / "model.float.onnx").exists()
+    export_config = json.loads((tmp_path / "out" / "export_config.json").read_text())
+    assert export_config["quantization"]["weights"] == "int8"
 
 
 def test_state_specs_follow_the_layer_pattern():
