@@ -15,7 +15,8 @@ Fine-food reviews (labels great / other; 10% of train held out for validation, s
 Inputs: local jsonl/json/csv files (`--train_file`, `--validation_file`, `--test_file`) or a Hub dataset
 (`--dataset_name`, `--dataset_config_name`); `--text_column` and `--label_column` name the columns. Labels may be
 strings or integers (or a `ClassLabel`); `config.id2label` keeps their names. `--model_name_or_path` fine-tunes a
-saved checkpoint (e.g. the main job's language model) instead of training from scratch. Any `TrainingArguments`
+saved checkpoint instead of training from scratch, with its own tokenizer: the main job's language model, an encoder
+distilled by `examples/distill_encoder.py`, or any transformers encoder folder (e.g. a BERT). Any `TrainingArguments`
 flag works (`--learning_rate`, `--num_train_epochs`, `--per_device_train_batch_size`, ...).
 """
 
@@ -239,18 +240,21 @@ def make_compute_metrics(labels: list[str]):
     return compute_metrics
 
 
-def write_model_card(output_dir: str, metrics: dict, labels: list[str], command: str) -> None:
+def write_model_card(
+    output_dir: str, metrics: dict, labels: list[str], command: str, base_model: str | None = None
+) -> None:
     """A short README.md: what the model is, how to use it, its metrics and the command that trained it."""
+    origin = "trained from scratch" if base_model is None else f"fine-tuned from `{base_model}`"
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, float))
     card = f"""---
 library_name: transformers
 pipeline_tag: text-classification
 tags: [hybrid_gru, text-classification]
 ---
-# HybridGRU text classifier
+# Text classifier
 
-A HybridGRU (GRU blocks interleaved with self-attention) sequence classifier trained from scratch with
-`examples/train_text_classification.py` of hf_gru. Labels: {", ".join(labels)}.
+A sequence classifier ({origin}) trained with `examples/train_text_classification.py` of hf_gru.
+Labels: {", ".join(labels)}.
 
 ```python
 from transformers import pipeline
@@ -331,7 +335,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         command = shlex.join(
             ["python", "examples/train_text_classification.py", *(sys.argv[1:] if argv is None else argv)]
         )
-        write_model_card(training_args.output_dir, metrics, labels, command)
+        write_model_card(training_args.output_dir, metrics, labels, command, model_args.model_name_or_path)
         logger.info("Saved model, tokenizer, metrics and loss curve (%s) to %s", plot, training_args.output_dir)
         print(json.dumps({k: round(v, 4) for k, v in metrics.items() if k.startswith(("eval_", "test_"))}, indent=1))
     return metrics

@@ -56,3 +56,26 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float = 1e-
     """assert_close that reports max and mean absolute differences."""
     diff = (actual.float() - expected.float()).abs()
     assert diff.max() <= atol, f"{msg} max abs diff {diff.max().item():.3e} (mean {diff.mean().item():.3e}) > {atol}"
+
+
+# A word-piece vocabulary for a tiny BERT teacher (issue 11's encoder distillation): special tokens first, as BERT's.
+TINY_BERT_WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "##s", "##ed", "##ing"] + (
+    "the a and of to was she he her his it that in not be had for with my mr mrs miss elizabeth darcy letter "
+    "tea coffee snack taste great good bad stale box love would very much one".split()
+)
+
+
+def tiny_bert_teacher(folder: Path, seed: int = 0):
+    """A tiny random `BertModel` (width 32, 2 layers) and its word-piece tokenizer, both saved in `folder`."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    tokenizer = BertTokenizer(vocab={word: i for i, word in enumerate(TINY_BERT_WORDS)})
+    config = BertConfig(
+        vocab_size=len(TINY_BERT_WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=37, max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    teacher = BertModel(config, add_pooling_layer=False).eval()
+    teacher.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return teacher, tokenizer

@@ -77,3 +77,10 @@ def test_decode_overhead_reports_loop_and_generate_per_token(tmp_path):
     assert "GRU layers" not in split["llama"] and split["llama"]["attention layers"] > 0
     assert split["hybrid-mingru"]["GRU layers"] > 0 and split["hybrid-mingru"]["attention layers"] > 0
     assert all(split[name]["MLPs"] > 0 and split[name]["LM head"] > 0 for name in split)
+
+
+def test_encoder_speed_reports_a_ratio_per_length(tmp_path):
+    report = run("encoder_speed", tmp_path)
+    assert [row["seq"] for row in report["results"]] == [32, 64]
+    for row in report["results"]:
+        assert row["tokens_per_s"]["minilm"] > 0 and row["tokens_per_s"]["hybrid"] > 0 and row["ratio"] > 0

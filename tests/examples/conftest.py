@@ -33,3 +33,8 @@ def token_classification() -> ModuleType:
 @pytest.fixture(scope="session")
 def generate_example() -> ModuleType:
     return load_example("generate")
+
+
+@pytest.fixture(scope="session")
+def distill_encoder() -> ModuleType:
+    return load_example("distill_encoder")
