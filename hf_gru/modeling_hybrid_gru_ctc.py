@@ -17,13 +17,8 @@ from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple, is_torchdynamo_compiling
 
 from .configuration_hybrid_gru import HybridGRUConfig
-from .modeling_hybrid_gru import (
-    HybridGRUModel,
-    HybridGRUPreTrainedModel,
-    check_binary_mask,
-    check_finite,
-    check_float_input,
-)
+from .input_checks_hybrid_gru import check_binary_mask, check_finite, check_float_input
+from .modeling_hybrid_gru import HybridGRUModel, HybridGRUPreTrainedModel
 
 
 @dataclass

@@ -29,13 +29,8 @@ from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
 
 from .configuration_hybrid_gru import HybridGRUConfig
-from .modeling_hybrid_gru import (
-    HybridGRUModel,
-    HybridGRUPreTrainedModel,
-    check_binary_mask,
-    check_finite,
-    check_float_input,
-)
+from .input_checks_hybrid_gru import check_binary_mask, check_finite, check_float_input
+from .modeling_hybrid_gru import HybridGRUModel, HybridGRUPreTrainedModel
 
 MINIMUM_SCALE = 1e-5  # as PatchTST's std scaler: keeps constant series finite
 

@@ -1,8 +1,8 @@
 """Crash-safe saving and strict loading of HybridGRU checkpoints (used by `HybridGRUPreTrainedModel`).
 
 Remote code: `modeling_hybrid_gru.py` imports this module, so `save_pretrained` copies it next to every checkpoint.
-It imports only the standard library, torch's and transformers' dependencies, and defines functions; nothing runs at
-import.
+It imports only the standard library, safetensors and transformers, and defines functions and a mixin; nothing runs
+at import.
 """
 
 import hashlib
@@ -14,12 +14,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
+from transformers.configuration_utils import PreTrainedConfig
 
 STAGING_PREFIX = ".hf_gru_staging-"  # a save in progress; removed by the next save if the process died
 PREVIOUS_PREFIX = ".hf_gru_previous-"  # the files a save is replacing; removed once the new save is complete
 CHECKSUMS_NAME = "SHA256SUMS"  # `sha256sum -c SHA256SUMS` format, over the weight files of the save
 COMMIT_MARKERS = ("config.json", "adapter_config.json")  # written last: without them a folder does not load
 _SHARD = r"(-\d{5}-of-\d{5})?"
+
+# Where each Auto class finds its class once the checkpoint is a folder of remote code (see `save_pretrained`).
+AUTO_MAP = {
+    "AutoConfig": "configuration_hybrid_gru.HybridGRUConfig",
+    "AutoModel": "modeling_hybrid_gru.HybridGRUModel",
+    "AutoModelForCausalLM": "modeling_hybrid_gru.HybridGRUForCausalLM",
+    "AutoModelForSequenceClassification": "modeling_hybrid_gru.HybridGRUForSequenceClassification",
+    "AutoModelForTokenClassification": "modeling_hybrid_gru.HybridGRUForTokenClassification",
+    "AutoModelForQuestionAnswering": "modeling_hybrid_gru.HybridGRUForQuestionAnswering",
+    "AutoModelForTimeSeriesPrediction": "modeling_hybrid_gru_time_series.HybridGRUForTimeSeriesPrediction",
+    "AutoModelForCTC": "modeling_hybrid_gru_ctc.HybridGRUForCTC",
+}
 
 
 def stamp_remote_code(folder: str | os.PathLike, config_module: str = "configuration_hybrid_gru") -> None:
@@ -212,3 +225,114 @@ def check_loaded_keys(model, info: dict, path: str, allow_mismatch: bool) -> Non
             f"Checkpoint {path!r} has {len(mismatched)} tensor(s) whose shape differs from the model's: "
             f"{mismatched[:8]}. Pass ignore_mismatched_sizes=True to re-initialise them (e.g. a new label count)."
         )
+
+
+class HybridGRUSerializationMixin:
+    """Crash-safe `save_pretrained` and strict `from_pretrained` for `HybridGRUPreTrainedModel` (listed before
+    `PreTrainedModel` in its bases, so `super()` reaches transformers' versions)."""
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        is_main_process: bool = True,
+        *,
+        push_to_hub: bool = False,
+        distributed_checkpoint: bool = False,
+        **kwargs,
+    ) -> None:
+        """Saves as transformers does, plus the full `auto_map`, every remote-code file and a `SHA256SUMS` of the
+        weight files, so each Auto class loads the folder with `trust_remote_code=True` where hf_gru is not installed.
+
+        Crash safety. The save is written into a `.hf_gru_staging-*` folder inside `save_directory` and flushed to
+        disk. Each file it replaces or outdates is then hard-linked (copied where links fail) into a
+        `.hf_gru_previous-*` folder; `config.json` (`adapter_config.json` for an adapter) is removed, the old weight
+        files are removed (index first), the new ones moved in (shards before their index), then the other files,
+        and `config.json` comes last. `.hf_gru_previous-*` is deleted once the save is complete. So whenever the
+        process dies (killed, or power loss: files and folder entries are fsynced in that order):
+        - the folder holds the previous save untouched, or this save complete, or no `config.json`, in which case
+          `from_pretrained` raises an error naming `.hf_gru_previous-*`, which loads as the previous save;
+        - the weight files are never a mix of two saves, even for loaders that skip `config.json` (Trainer's
+          `resume_from_checkpoint`); outdated weight files (e.g. `model.safetensors` when this save is sharded)
+          are removed, whereas transformers 5.24 leaves them to shadow the new shards;
+        - files this save does not write (tokenizer, `optimizer.pt`, `trainer_state.json`, README, ...) are never
+          touched. A Trainer checkpoint as a whole is complete only once Trainer has written `trainer_state.json`.
+        Leftovers of a killed save are removed by the next save into the same folder. Not covered: two processes
+        saving into one folder at once, and `distributed_checkpoint=True`, which transformers writes from every
+        rank in place. `push_to_hub=True` pushes after the local save is complete, through `push_to_hub` (which
+        saves again into a temporary folder and uploads it as one commit).
+        """
+        source_dir = Path(__file__).parent
+        auto_map = {k: v for k, v in AUTO_MAP.items() if (source_dir / f"{v.split('.')[0]}.py").is_file()}
+        self.config.auto_map = auto_map
+        if distributed_checkpoint or not self.should_save_on_this_rank(is_main_process):
+            # Ranks that write nothing still join transformers' collective gathers.
+            return super().save_pretrained(
+                save_directory, is_main_process, push_to_hub=push_to_hub,
+                distributed_checkpoint=distributed_checkpoint, **kwargs,
+            )  # fmt: skip
+        hub_kwargs = {k: kwargs.pop(k) for k in ("repo_id", "commit_message", "create_pr", "private") if k in kwargs}
+        parent_save = super().save_pretrained
+
+        def write(staging: str) -> None:
+            parent_save(staging, is_main_process, **kwargs)
+            if self.is_remote_code():
+                for module_name in {v.split(".")[0] for v in auto_map.values()}:
+                    shutil.copyfile(source_dir / f"{module_name}.py", Path(staging) / f"{module_name}.py")
+                stamp_remote_code(staging)
+
+        save_atomically(save_directory, write, kwargs.get("variant"))
+        if push_to_hub:
+            repo_id = hub_kwargs.pop("repo_id", Path(save_directory).name)
+            self.push_to_hub(
+                repo_id, token=kwargs.get("token"), max_shard_size=kwargs.get("max_shard_size", "50GB"), **hub_kwargs
+            )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike | None,
+        *model_args,
+        strict: bool = True,
+        use_safetensors: bool | None = True,
+        **kwargs,
+    ):
+        """transformers' `from_pretrained`, stricter by default (transformers warns and initialises randomly).
+
+        - `use_safetensors=True`: pickle `.bin` weights are refused; `use_safetensors=None` allows them (transformers
+          then reads them with `torch.load(weights_only=True)`).
+        - `strict=True`: OSError for a local folder with no `config.json` (transformers would build a default
+          config), left by an interrupted save, whose weights differ from their `SHA256SUMS`, or whose safetensors
+          header is truncated or corrupted; ValueError for a config whose `model_type` is not `hybrid_gru`, that
+          fails validation, or a checkpoint that lacks backbone tensors, has unexpected backbone tensors, or tensors
+          of another shape (unless `ignore_mismatched_sizes=True`). Missing task-head tensors are fine: that is a new
+          head being fine-tuned, initialised and reported by transformers as usual. `strict=False` restores
+          transformers' behaviour. Loading writes nothing into the checkpoint folder.
+        """
+        if not strict:
+            return super().from_pretrained(
+                pretrained_model_name_or_path, *model_args, use_safetensors=use_safetensors, **kwargs
+            )
+        path = str(pretrained_model_name_or_path) if pretrained_model_name_or_path is not None else None
+        config = kwargs.get("config")
+        folder = Path(path or "", kwargs.get("subfolder", ""))
+        if path is not None and folder.is_dir():
+            given = isinstance(config, PreTrainedConfig)
+            check_local_checkpoint(folder, given, use_safetensors is True, kwargs.get("variant"))
+        if path is not None and not isinstance(config, PreTrainedConfig):
+            hub_names = ("cache_dir", "revision", "subfolder", "token", "local_files_only")
+            hub = {k: kwargs[k] for k in hub_names if k in kwargs}
+            model_type = PreTrainedConfig.get_config_dict(config or path, **hub)[0].get("model_type")
+            if model_type != cls.config_class.model_type:
+                raise ValueError(
+                    f"{path!r} holds a model of type model_type={model_type!r}; {cls.__name__} loads "
+                    f"{cls.config_class.model_type!r} checkpoints (pass strict=False to try anyway)."
+                )
+        want_info = kwargs.pop("output_loading_info", False)
+        allow_mismatch = kwargs.pop("ignore_mismatched_sizes", False)
+        # A config field of the wrong type raises HybridGRUConfig.from_dict's ValueError in here.
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path, *model_args, use_safetensors=use_safetensors,
+            output_loading_info=True, ignore_mismatched_sizes=True, **kwargs,
+        )  # fmt: skip
+        check_loaded_keys(model, info, path, allow_mismatch)
+        return (model, info) if want_info else model

@@ -6,8 +6,8 @@ import torch
 from transformers import DataCollatorWithFlattening
 
 from hf_gru import HybridGRUForCausalLM
-from hf_gru.modeling_hybrid_gru import (
-    HybridGRUMixer,
+from hf_gru.modeling_hybrid_gru import HybridGRUMixer
+from hf_gru.recurrence_hybrid_gru import (
     cudnn_gru,
     gru_recurrence,
     gru_scan,

@@ -275,6 +275,8 @@ def test_push_to_hub_uploads_every_remote_code_module(monkeypatch):
         "modeling_hybrid_gru.py",
         "configuration_hybrid_gru.py",
         "serialization_hybrid_gru.py",
+        "recurrence_hybrid_gru.py",
+        "input_checks_hybrid_gru.py",
         "modeling_hybrid_gru_time_series.py",
         "modeling_hybrid_gru_ctc.py",
     }
