@@ -229,7 +229,10 @@ class HybridGRUConfig(PreTrainedConfig):
     def _check_encoder_decoder(self) -> None:
         """The rule: the decoder fields mean something only with `is_encoder_decoder=True`, whose encoder is
         bidirectional (a causal encoder would throw away the right context of a source it always has in full)."""
-        decoder_fields = {"num_decoder_layers": self.num_decoder_layers, "decoder_block_pattern": self.decoder_block_pattern}
+        decoder_fields = {
+            "num_decoder_layers": self.num_decoder_layers,
+            "decoder_block_pattern": self.decoder_block_pattern,
+        }
         if not self.is_encoder_decoder:
             given = {k: v for k, v in decoder_fields.items() if v is not None}
             if given:
@@ -248,9 +251,7 @@ class HybridGRUConfig(PreTrainedConfig):
         try:
             layer_types = self.decoder_layer_types
         except ValueError as error:
-            raise ValueError(
-                f"Invalid decoder_block_pattern={self.decoder_block_pattern!r}: {error}"
-            ) from error
+            raise ValueError(f"Invalid decoder_block_pattern={self.decoder_block_pattern!r}: {error}") from error
         if "sliding_attention" in layer_types and (self.sliding_window is None or self.sliding_window <= 0):
             raise ValueError(
                 f"decoder_block_pattern={self.decoder_block_pattern!r} has sliding-window layers ('L'), which need a "

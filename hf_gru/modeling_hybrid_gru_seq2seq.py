@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache, LinearAttentionCacheLayerMixin
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache, LinearAttentionCacheLayerMixin
 from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPast, Seq2SeqLMOutput, Seq2SeqModelOutput
@@ -25,6 +25,7 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_hybrid_gru import HybridGRUConfig
+from .input_checks_hybrid_gru import check_class_labels, check_inputs
 from .modeling_hybrid_gru import (
     HybridGRUAttention,
     HybridGRUDecoderLayer,
@@ -32,8 +33,6 @@ from .modeling_hybrid_gru import (
     HybridGRUPreTrainedModel,
     HybridGRURMSNorm,
     HybridGRURotaryEmbedding,
-    check_class_labels,
-    check_inputs,
     eager_attention_forward,
 )
 
@@ -184,9 +183,7 @@ class HybridGRUSeq2SeqDecoder(HybridGRUSeq2SeqPreTrainedModel, HybridGRUModel):
     def __init__(self, config: HybridGRUConfig, embed_tokens: nn.Embedding):
         HybridGRUSeq2SeqPreTrainedModel.__init__(self, config)
         self.embed_tokens = embed_tokens
-        self.layers = nn.ModuleList(
-            [HybridGRUSeq2SeqDecoderLayer(config, i) for i in range(config.num_hidden_layers)]
-        )
+        self.layers = nn.ModuleList([HybridGRUSeq2SeqDecoderLayer(config, i) for i in range(config.num_hidden_layers)])
         self.norm = HybridGRURMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.rotary_emb = HybridGRURotaryEmbedding(config)
         self.gradient_checkpointing = False
@@ -243,7 +240,10 @@ class HybridGRUSeq2SeqDecoder(HybridGRUSeq2SeqPreTrainedModel, HybridGRUModel):
 class HybridGRUEncoderDecoderModel(HybridGRUSeq2SeqPreTrainedModel):
     """Shared token embeddings, a bidirectional `HybridGRUModel` encoder and a causal `HybridGRUSeq2SeqDecoder`."""
 
-    _tied_weights_keys = {"encoder.embed_tokens.weight": "shared.weight", "decoder.embed_tokens.weight": "shared.weight"}
+    _tied_weights_keys = {
+        "encoder.embed_tokens.weight": "shared.weight",
+        "decoder.embed_tokens.weight": "shared.weight",
+    }
 
     def __init__(self, config: HybridGRUConfig):
         if not config.is_encoder_decoder:
