@@ -48,7 +48,8 @@ def test_train_translation_smoke_and_translate(tmp_path):
     results = example.main(["--output_dir", str(tmp_path / "out"), *common])
     assert set(results) == {"hybrid", "marian"}
     for name, result in results.items():
-        assert abs(result["parameters"] - results["hybrid"]["parameters"]) < 0.05 * results["hybrid"]["parameters"]
+        # the baseline's FFN width moves in steps of 64: within 10% at this tiny width (0.5% at the README's)
+        assert abs(result["parameters"] - results["hybrid"]["parameters"]) < 0.1 * results["hybrid"]["parameters"]
         assert 0.0 <= result["test_chrf"] <= 100.0 and result["cache_bytes_batch1"] > 0, name
         assert (tmp_path / "out" / name / "config.json").is_file() and (
             tmp_path / "out" / name / "README.md"
