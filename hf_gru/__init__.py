@@ -54,7 +54,21 @@ _register({AutoModelForTimeSeriesPrediction: HybridGRUForTimeSeriesPrediction})
 _register({AutoModelForCTC: HybridGRUForCTC})
 _register({AutoModelForSeq2SeqLM: HybridGRUForConditionalGeneration})
 
+# Loaded on first use: the Trainer they build on takes seconds to import, which a plain model load should not pay.
+_LAZY = {"convert_to_hybrid": ".conversion", "DistillationTrainer": ".distillation"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'hf_gru' has no attribute {name!r}")
+
+
 __all__ = [
+    "convert_to_hybrid",
+    "DistillationTrainer",
     "HybridGRUConfig",
     "HybridGRUPreTrainedModel",
     "HybridGRUModel",

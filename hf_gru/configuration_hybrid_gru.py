@@ -49,6 +49,8 @@ class HybridGRUConfig(PreTrainedConfig):
         decoder_start_token_id (`int`, *optional*):
             Encoder-decoder models only: the first decoder input, to which `labels` are shifted right (as in BART);
             defaults to `bos_token_id`, else `pad_token_id`.
+        qk_norm (`bool`, defaults to `False`):
+            Per-head RMSNorm of queries and keys before RoPE, as in Qwen3.
 
     Time-series fields (used by `HybridGRUForTimeSeriesPrediction`): `context_length`, `prediction_length`,
     `num_input_channels`, `patch_length` (1 = one token per time step), `scaling` (`"mean"`, `"std"` or `None`),
@@ -95,6 +97,7 @@ class HybridGRUConfig(PreTrainedConfig):
     eos_token_id: int | list[int] | None = None
     use_cache: bool = True
     attention_bias: bool = False
+    qk_norm: bool = False  # per-head RMSNorm of queries and keys (Qwen3); lets hf_gru.convert_to_hybrid copy Qwen3
     attention_dropout: float | int = 0.0
     sliding_window: int | None = None
     block_pattern: str = "GGA"

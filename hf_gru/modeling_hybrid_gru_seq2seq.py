@@ -10,6 +10,7 @@ transformers' `EncoderDecoderCache`: the decoder's self-attention keys/values an
 transformers and its sibling modules.
 """
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -33,6 +34,7 @@ from .modeling_hybrid_gru import (
     HybridGRUPreTrainedModel,
     HybridGRURMSNorm,
     HybridGRURotaryEmbedding,
+    attention_implementation,
     eager_attention_forward,
 )
 
@@ -91,9 +93,7 @@ class HybridGRUCrossAttention(nn.Module):
                 key, value = cache.cross_attention_cache.update(key, value, self.layer_idx)
                 cache.is_updated[self.layer_idx] = True
 
-        implementation = self.config._attn_implementation
-        if kwargs.get("output_attentions") and implementation == "sdpa":
-            implementation = "eager"
+        implementation = attention_implementation(self.config, kwargs.get("output_attentions"))
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         attn_output, attn_weights = attention_interface(
             self,
@@ -214,9 +214,14 @@ class HybridGRUSeq2SeqDecoder(HybridGRUSeq2SeqPreTrainedModel, HybridGRUModel):
         has_attention = any(t != "linear_attention" for t in self.config.layer_types)
         if position_ids is None:
             position_ids = self._positions(inputs_embeds, attention_mask, self_cache if has_attention else None)
-        masks = self._build_masks(inputs_embeds, attention_mask, self_cache, position_ids)
+        implementation = attention_implementation(self.config, kwargs.get("output_attentions"))
+        masks = self._build_masks(inputs_embeds, attention_mask, self_cache, position_ids, implementation)
+        mask_config = self.config
+        if implementation != mask_config._attn_implementation:  # eager for this call: an additive mask, not boolean
+            mask_config = copy.copy(mask_config)
+            mask_config._attn_implementation_internal = implementation
         cross_mask = create_bidirectional_mask(
-            config=self.config,
+            config=mask_config,
             inputs_embeds=inputs_embeds,
             attention_mask=encoder_attention_mask,
             encoder_hidden_states=encoder_hidden_states,

@@ -254,3 +254,18 @@ def test_seq2seq_trainer_step_and_predict_with_generate(tmp_path):
     assert predictions.shape[0] == 4 and (predictions[:, 0] == model.config.decoder_start_token_id).all()
     assert (predictions[:, 6:] == model.config.pad_token_id).all()  # generation_max_length=6 reached generate()
     assert "test_loss" in prediction.metrics
+
+
+def test_output_attentions_returns_cross_attentions_and_the_same_logits():
+    """output_attentions switches to eager attention; its masks must match (padded source positions get weight 0)."""
+    model = seq2seq_model()
+    src, decoder_ids = source(), source(2, 5)
+    mask = torch.ones_like(src)
+    mask[0, :3] = 0
+    with torch.no_grad():
+        out = model(input_ids=src, attention_mask=mask, decoder_input_ids=decoder_ids, output_attentions=True)
+        plain = model(input_ids=src, attention_mask=mask, decoder_input_ids=decoder_ids)
+    assert_close(out.logits, plain.logits, ATOL)
+    assert len(out.cross_attentions) == 4 and out.cross_attentions[0].shape == (2, 4, 5, 7)
+    assert out.cross_attentions[0][0, :, :, :3].abs().max() == 0.0
+    assert len(out.decoder_attentions) == 2 and len(out.encoder_attentions) == 1  # attention layers only
