@@ -54,8 +54,16 @@ _register({AutoModelForTimeSeriesPrediction: HybridGRUForTimeSeriesPrediction})
 _register({AutoModelForCTC: HybridGRUForCTC})
 _register({AutoModelForSeq2SeqLM: HybridGRUForConditionalGeneration})
 
-# Loaded on first use: the Trainer they build on takes seconds to import, which a plain model load should not pay.
+# Loaded on first use: the Trainer they build on takes seconds to import, which a plain model load should not pay;
+# the exporters and their runtimes are not needed to train or load a model.
 _LAZY = {"convert_to_hybrid": ".conversion", "DistillationTrainer": ".distillation"}
+_LAZY.update(
+    dict.fromkeys(
+        ["export_onnx", "export_executorch", "OnnxCausalLM", "ExecuTorchCausalLM", "OnnxTimeSeriesForecaster",
+         "OnnxCTCRecognizer"],
+        ".export",
+    )
+)  # fmt: skip
 
 
 def __getattr__(name: str):
@@ -80,4 +88,10 @@ __all__ = [
     "HybridGRUForCTC",
     "HybridGRUEncoderDecoderModel",
     "HybridGRUForConditionalGeneration",
+    "export_onnx",
+    "export_executorch",
+    "OnnxCausalLM",
+    "ExecuTorchCausalLM",
+    "OnnxTimeSeriesForecaster",
+    "OnnxCTCRecognizer",
 ]
