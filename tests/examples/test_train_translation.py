@@ -16,10 +16,19 @@ pytestmark = [
 ]
 
 
-def test_verse_pairs_align_by_reference_and_are_clean(tmp_path):
+@pytest.fixture(scope="module")
+def verses(tmp_path_factory):
+    """A few hundred verse pairs, built once (two diatheke calls, ~30 s on an idle core)."""
+    folder = tmp_path_factory.mktemp("verses")
+    load_example("build_verse_pairs").main(["--output_dir", str(folder), "--max_verses", "300"])
+    return folder
+
+
+def test_verse_pairs_align_by_reference_and_are_clean(verses):
     builder = load_example("build_verse_pairs")
-    counts = builder.main(["--output_dir", str(tmp_path), "--max_verses", "300"])
-    rows = {name: [json.loads(line) for line in open(tmp_path / f"{name}.jsonl")] for name in counts}
+    rows = {
+        name: [json.loads(line) for line in open(verses / f"{name}.jsonl")] for name in ("train", "validation", "test")
+    }
     assert all(rows[name] for name in ("train", "validation", "test"))
     books = {name: {row["book"] for row in split} for name, split in rows.items()}
     assert not books["train"] & (books["test"] | books["validation"])  # split by whole book
@@ -37,10 +46,8 @@ def test_clean_osis_repairs_words_glued_by_a_removed_footnote():
     assert builder.clean_osis("“<w>There</w> <w>is</w> (<w>also</w>)") == "“There is (also)"
 
 
-def test_train_translation_smoke_and_translate(tmp_path):
+def test_train_translation_smoke_and_translate(tmp_path, verses):
     example = load_example("train_translation")
-    verses = tmp_path / "verses"
-    load_example("build_verse_pairs").main(["--output_dir", str(verses), "--max_verses", "300"])
     common = ["--verses_dir", str(verses), "--max_steps", "2", "--vocab_size", "300", "--hidden_size", "32",
               "--num_attention_heads", "2", "--encoder_layers", "2", "--decoder_layers", "2",
               "--per_device_train_batch_size", "4", "--max_test_samples", "4", "--speed_samples", "2",
