@@ -10,6 +10,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForCTC,
     AutoModelForQuestionAnswering,
+    AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     AutoModelForTimeSeriesPrediction,
     AutoModelForTokenClassification,
@@ -25,6 +26,7 @@ from .modeling_hybrid_gru import (
     HybridGRUPreTrainedModel,
 )
 from .modeling_hybrid_gru_ctc import HybridGRUForCTC
+from .modeling_hybrid_gru_seq2seq import HybridGRUEncoderDecoderModel, HybridGRUForConditionalGeneration
 from .modeling_hybrid_gru_time_series import HybridGRUForTimeSeriesPrediction
 
 __version__ = "0.1.0"
@@ -50,6 +52,7 @@ HybridGRUConfig.register_for_auto_class()
 _register(_AUTO_CLASSES)
 _register({AutoModelForTimeSeriesPrediction: HybridGRUForTimeSeriesPrediction})
 _register({AutoModelForCTC: HybridGRUForCTC})
+_register({AutoModelForSeq2SeqLM: HybridGRUForConditionalGeneration})
 
 # Loaded on first use: the Trainer they build on takes seconds to import, which a plain model load should not pay;
 # the exporters and their runtimes are not needed to train or load a model.
@@ -83,6 +86,8 @@ __all__ = [
     "HybridGRUForQuestionAnswering",
     "HybridGRUForTimeSeriesPrediction",
     "HybridGRUForCTC",
+    "HybridGRUEncoderDecoderModel",
+    "HybridGRUForConditionalGeneration",
     "export_onnx",
     "export_executorch",
     "OnnxCausalLM",

@@ -1,5 +1,7 @@
 """Configuration of the HybridGRU model family: GRU blocks interleaved with self-attention layers."""
 
+import copy
+
 from huggingface_hub.dataclasses import strict
 from huggingface_hub.errors import StrictDataclassError
 from transformers.configuration_utils import PreTrainedConfig
@@ -35,7 +37,18 @@ class HybridGRUConfig(PreTrainedConfig):
             Kernel of the short causal depthwise convolution in front of the recurrence (as in Griffin and LFM2).
         bidirectional (`bool`, defaults to `False`):
             Encoder mode for classification, tagging and CTC: a backward GRU beside the forward one and non-causal
-            attention. Causal language models refuse it.
+            attention. Causal language models refuse it. In an encoder-decoder model it describes the encoder and must
+            be True (the decoder is always causal).
+        num_decoder_layers (`int`, *optional*):
+            Encoder-decoder models (`is_encoder_decoder=True`, `HybridGRUForConditionalGeneration`) only: layers of the
+            decoder; defaults to `num_hidden_layers`. `num_hidden_layers` and `block_pattern` then describe the encoder.
+        decoder_block_pattern (`str`, *optional*):
+            Encoder-decoder models only: mixer letters of the decoder layers, as `block_pattern`; defaults to
+            `block_pattern`. `config.get_text_config(decoder=True)` is the decoder's view of the config, whose
+            `layer_types` are the decoder's: transformers builds generation caches from it.
+        decoder_start_token_id (`int`, *optional*):
+            Encoder-decoder models only: the first decoder input, to which `labels` are shifted right (as in BART);
+            defaults to `bos_token_id`, else `pad_token_id`.
         qk_norm (`bool`, defaults to `False`):
             Per-head RMSNorm of queries and keys before RoPE, as in Qwen3.
 
@@ -94,6 +107,10 @@ class HybridGRUConfig(PreTrainedConfig):
     gru_conv_kernel: int = 4
     bidirectional: bool = False
     classifier_dropout: float | int = 0.0
+    # encoder-decoder (translation); `is_encoder_decoder` itself is a PreTrainedConfig field
+    num_decoder_layers: int | None = None
+    decoder_block_pattern: str | None = None
+    decoder_start_token_id: int | None = None
     # time series
     context_length: int = 96
     prediction_length: int = 24
@@ -123,6 +140,8 @@ class HybridGRUConfig(PreTrainedConfig):
             self.head_dim = self.hidden_size // self.num_attention_heads
         if self.gru_hidden_size is None:
             self.gru_hidden_size = self.hidden_size
+        if self.is_encoder_decoder:
+            self._set_decoder_defaults()
         self._check_values()
         super().__post_init__(**kwargs)
 
@@ -134,6 +153,34 @@ class HybridGRUConfig(PreTrainedConfig):
             return super().from_dict(config_dict, **kwargs)
         except StrictDataclassError as error:
             raise ValueError(f"HybridGRUConfig fails validation: {error}") from error
+
+    def _set_decoder_defaults(self) -> None:
+        if self.num_decoder_layers is None:
+            self.num_decoder_layers = self.num_hidden_layers
+        if self.decoder_block_pattern is None:
+            self.decoder_block_pattern = self.block_pattern
+        if self.decoder_start_token_id is None:
+            self.decoder_start_token_id = self.bos_token_id if self.bos_token_id is not None else self.pad_token_id
+
+    @property
+    def decoder_layer_types(self) -> list[str] | None:
+        """The decoder's layer types (from `decoder_block_pattern`), None unless `is_encoder_decoder`."""
+        if not self.is_encoder_decoder:
+            return None
+        return layer_types_from_pattern(self.decoder_block_pattern, self.num_decoder_layers)
+
+    def get_text_config(self, decoder: bool | None = None, encoder: bool | None = None) -> "HybridGRUConfig":
+        """With `decoder=True` on an encoder-decoder config: the decoder's view (its layers, pattern and layer types,
+        causal). transformers builds `DynamicCache(config=...)` from this view, in `generate()` too, so the decoder's
+        cache gets a recurrent slot per decoder GRU layer. Otherwise the config itself."""
+        if not (decoder and not encoder and self.is_encoder_decoder):
+            return self
+        view = copy.deepcopy(self)
+        view.is_encoder_decoder = False
+        view.num_hidden_layers, view.block_pattern = self.num_decoder_layers, self.decoder_block_pattern
+        view.layer_types, view.bidirectional = self.decoder_layer_types, False
+        view.num_decoder_layers = view.decoder_block_pattern = None
+        return view
 
     def _pattern_tiles_to(self, layer_types: list[str]) -> bool:
         try:
@@ -180,6 +227,39 @@ class HybridGRUConfig(PreTrainedConfig):
             raise ValueError(f"`ctc_loss_reduction` must be 'mean' or 'sum', got {self.ctc_loss_reduction!r}.")
         if not 0.0 <= self.attention_dropout < 1.0:
             raise ValueError(f"`attention_dropout` must be in [0, 1), got {self.attention_dropout}.")
+        self._check_encoder_decoder()
+
+    def _check_encoder_decoder(self) -> None:
+        """The rule: the decoder fields mean something only with `is_encoder_decoder=True`, whose encoder is
+        bidirectional (a causal encoder would throw away the right context of a source it always has in full)."""
+        decoder_fields = {
+            "num_decoder_layers": self.num_decoder_layers,
+            "decoder_block_pattern": self.decoder_block_pattern,
+        }
+        if not self.is_encoder_decoder:
+            given = {k: v for k, v in decoder_fields.items() if v is not None}
+            if given:
+                raise ValueError(
+                    f"{given} describe the decoder of an encoder-decoder model, but is_encoder_decoder=False; set "
+                    "is_encoder_decoder=True (HybridGRUForConditionalGeneration) or leave them unset."
+                )
+            return
+        if not self.bidirectional:
+            raise ValueError(
+                "is_encoder_decoder=True needs bidirectional=True: `bidirectional` describes the encoder, which reads "
+                "the whole source at once (the decoder is always causal); got bidirectional=False."
+            )
+        if not isinstance(self.num_decoder_layers, int) or self.num_decoder_layers <= 0:
+            raise ValueError(f"`num_decoder_layers` must be a positive integer, got {self.num_decoder_layers!r}.")
+        try:
+            layer_types = self.decoder_layer_types
+        except ValueError as error:
+            raise ValueError(f"Invalid decoder_block_pattern={self.decoder_block_pattern!r}: {error}") from error
+        if "sliding_attention" in layer_types and (self.sliding_window is None or self.sliding_window <= 0):
+            raise ValueError(
+                f"decoder_block_pattern={self.decoder_block_pattern!r} has sliding-window layers ('L'), which need a "
+                f"positive `sliding_window`, got sliding_window={self.sliding_window}."
+            )
 
 
 def layer_types_from_pattern(block_pattern: str, num_hidden_layers: int) -> list[str]:

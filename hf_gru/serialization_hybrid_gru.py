@@ -35,6 +35,7 @@ AUTO_MAP = {
     "AutoModelForQuestionAnswering": "modeling_hybrid_gru.HybridGRUForQuestionAnswering",
     "AutoModelForTimeSeriesPrediction": "modeling_hybrid_gru_time_series.HybridGRUForTimeSeriesPrediction",
     "AutoModelForCTC": "modeling_hybrid_gru_ctc.HybridGRUForCTC",
+    "AutoModelForSeq2SeqLM": "modeling_hybrid_gru_seq2seq.HybridGRUForConditionalGeneration",
 }
 
 

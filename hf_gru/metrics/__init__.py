@@ -1,4 +1,5 @@
-"""Offline `evaluate` metric modules shipped with hf_gru: accuracy, f1, seqeval, wer, cer.
+"""Offline `evaluate` metric modules shipped with hf_gru: accuracy, f1, seqeval, wer, cer, sacrebleu
+(corpus BLEU), chrf.
 
 `evaluate.load("accuracy")` downloads its script from the Hugging Face Hub; these modules live in the package
 (one folder per metric, `<name>/<name>.py`, an `evaluate.Metric` subclass), so they load by path with no network:
@@ -13,7 +14,7 @@ from pathlib import Path
 import evaluate
 
 METRICS_DIR = Path(__file__).parent
-METRIC_NAMES = ("accuracy", "cer", "f1", "seqeval", "wer")
+METRIC_NAMES = ("accuracy", "cer", "chrf", "f1", "sacrebleu", "seqeval", "wer")
 
 
 def metric_path(name: str) -> str:

@@ -98,6 +98,31 @@ def test_cer():
     assert cer.compute(predictions=["ab"], references=["a b"])["cer"] == pytest.approx(1 / 3)  # spaces count
 
 
+def test_sacrebleu():
+    bleu = load_metric("sacrebleu")
+    # 1- to 4-gram matches 5/6, 3/5, 2/4, 1/3 ("the" clipped to one; "on the mat" vs "on a mat"); equal lengths: BP 1
+    scores = bleu.compute(predictions=["the cat sat on the mat"], references=["the cat sat on a mat"])
+    assert scores["bleu"] == pytest.approx(100 * (5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25)
+    assert scores["precisions"] == pytest.approx([500 / 6, 60.0, 50.0, 100 / 3]) and scores["brevity_penalty"] == 1.0
+    # a 3-word hypothesis for a 6-word reference: BP = exp(1 - 6 / 3)
+    short = bleu.compute(predictions=["the cat sat"], references=["the cat sat on the mat"])
+    assert short["brevity_penalty"] == pytest.approx(2.718281828**-1)
+    with pytest.raises(ValueError, match="'moses'"):
+        bleu.compute(predictions=["a"], references=["a"], tokenize="moses")
+
+
+def test_chrf():
+    chrf = load_metric("chrf")
+    # character 1-grams: P = R = 1/2 ("aa" vs "ab"); 2-grams: P = R = 0; longer orders absent: mean P = R = 1/4,
+    # and F-beta (beta 2) of 1/4 and 1/4 is 1/4
+    assert chrf.compute(predictions=["aa"], references=["ab"]) == {"chrf": pytest.approx(25.0)}
+    assert chrf.compute(predictions=["a b"], references=["ab"]) == {"chrf": 100.0}  # whitespace is ignored
+    assert chrf.compute(predictions=["xyz"], references=["ab"]) == {"chrf": 0.0}
+    assert chrf.compute(predictions=["AB"], references=["ab"], lowercase=True) == {"chrf": 100.0}
+    with pytest.raises(ValueError, match="word_order=-1"):
+        chrf.compute(predictions=["a"], references=["a"], word_order=-1)
+
+
 def test_unknown_metric_is_value_error():
     with pytest.raises(ValueError, match="'bleu'"):
         load_metric("bleu")
