@@ -51,6 +51,18 @@ _register(_AUTO_CLASSES)
 _register({AutoModelForTimeSeriesPrediction: HybridGRUForTimeSeriesPrediction})
 _register({AutoModelForCTC: HybridGRUForCTC})
 
+# Loaded on first use: the exporter and its runtime are not needed to train or load a model.
+_LAZY = {"export_onnx": "export", "OnnxCausalLM": "export"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "HybridGRUConfig",
     "HybridGRUPreTrainedModel",
@@ -61,4 +73,6 @@ __all__ = [
     "HybridGRUForQuestionAnswering",
     "HybridGRUForTimeSeriesPrediction",
     "HybridGRUForCTC",
+    "export_onnx",
+    "OnnxCausalLM",
 ]

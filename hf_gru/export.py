@@ -1,0 +1,546 @@
+"""ONNX export of HybridGRU models with the recurrent state as explicit graph inputs and outputs, and an onnxruntime
+runtime, `OnnxCausalLM`, that carries that state between calls.
+
+The model's state lives in a transformers `Cache`, a Python object no exporter can trace. `CausalLMStep` re-states one
+forward of `HybridGRUForCausalLM` on the model's own modules (norms, projections, rotary embedding, MLPs) with the state
+as plain tensors: per attention layer its keys and values (batch, kv_heads, past_length, head_dim), per GRU layer the
+last `gru_conv_kernel - 1` inputs of the short convolution (batch, hidden_size, kernel - 1) and the recurrent state
+(batch, gru_hidden_size). One graph serves prefill and decoding: batch, sequence and past lengths are dynamic.
+
+Recurrence. `torch.export` cannot trace a Python loop over a dynamic length, nor `nn.GRU` with a dynamic length, and
+the model's fast paths are custom ops that no ONNX runtime knows. The time loop is therefore written with torch's
+`scan` higher-order op, which the dynamo ONNX exporter lowers to ONNX `Scan` (a loop inside the graph), for both
+variants: the classic cell (whose gates read h_{t-1}, so there is no parallel form) and minGRU. For minGRU a parallel
+log-space scan would also export, but it lost ~1e-4 against the loop here (see DESIGN.md), more than the parity budget;
+ONNX's own `GRU` op cannot keep the state on left-padding positions (it takes right-aligned `sequence_lens` only).
+Decoding runs one `Scan` iteration per GRU layer.
+"""
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationConfig
+from transformers.generation import GenerationMixin, LogitsProcessorList, StoppingCriteriaList
+
+from .configuration_hybrid_gru import HybridGRUConfig
+from .modeling_hybrid_gru import (
+    HybridGRUAttention,
+    HybridGRUForCausalLM,
+    HybridGRUMixer,
+    apply_rotary_pos_emb,
+    repeat_kv,
+)
+from .recurrence_hybrid_gru import gru_cell, mingru_gates
+
+ONNX_FILE = "model.onnx"
+EXPORT_CONFIG_FILE = "export_config.json"
+EXPORT_FORMAT = "hf_gru-onnx"
+EXPORT_FORMAT_VERSION = 1
+# Files of a tokenizer or processor copied from a model folder next to the graph, so the export folder is self-contained.
+PROCESSOR_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
+    "vocab.txt", "merges.txt", "tokenizer.model", "chat_template.jinja", "chat_template.json",
+    "preprocessor_config.json", "processor_config.json", "feature_extractor_config.json",
+)  # fmt: skip
+QUANTIZATIONS = ("int8",)
+EXPORTABLE = {"HybridGRUForCausalLM": "causal-lm"}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# State layout: the one description shared by the exporter (input/output names, dynamic axes), the runtime (zeros to
+# start from) and export_config.json.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def state_specs(config: HybridGRUConfig) -> list[dict]:
+    """One entry per state tensor, in graph order: `name` (graph input), `output` (graph output carrying its next value),
+    `layer`, `layer_type`, `kind` (key, value, conv, recurrent) and `shape` with symbolic `batch` / `past_length`."""
+    specs = []
+    for idx, layer_type in enumerate(config.layer_types):
+        if layer_type == "linear_attention":
+            shapes = {
+                "conv": ["batch", config.hidden_size, config.gru_conv_kernel - 1],
+                "recurrent": ["batch", config.gru_hidden_size],
+            }
+        else:
+            kv = ["batch", config.num_key_value_heads, "past_length", config.head_dim]
+            shapes = {"key": kv, "value": list(kv)}
+        for kind, shape in shapes.items():
+            specs.append(
+                {
+                    "name": f"past.{idx}.{kind}",
+                    "output": f"present.{idx}.{kind}",
+                    "layer": idx,
+                    "layer_type": layer_type,
+                    "kind": kind,
+                    "shape": shape,
+                }
+            )
+    return specs
+
+
+def attention_bias(attention_mask: torch.Tensor, seq_len: int, window: int | None, dtype: torch.dtype) -> torch.Tensor:
+    """(B, past + T) padding mask -> additive (B, 1, T, past + T) bias: causal, padding and (if `window`) sliding window.
+
+    Positions are cache slots, as transformers' mask builders count them. A finite minimum instead of -inf keeps a row
+    with no visible key (a left-padding query) finite; its output is never read, but NaN would leak through 0 * NaN.
+    """
+    total = attention_mask.shape[1]
+    query = torch.arange(seq_len, device=attention_mask.device) + (total - seq_len)
+    key = torch.arange(total, device=attention_mask.device)
+    visible = key[None, :] <= query[:, None]  # (T, past + T)
+    if window is not None:
+        visible = visible & (key[None, :] > query[:, None] - window)
+    visible = visible[None] & attention_mask.bool()[:, None, :]
+    zero = torch.zeros((), dtype=dtype, device=attention_mask.device)
+    return torch.where(visible, zero, torch.finfo(dtype).min)[:, None]
+
+
+def gru_mixer_step(
+    mixer: HybridGRUMixer, x: torch.Tensor, keep: torch.Tensor, conv_state: torch.Tensor, state: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`HybridGRUMixer.forward` on explicit state. x (B, T, D); keep (B, T) True on padding; conv_state (B, D, K - 1);
+    state (B, H). Returns the mixer output (B, T, D), the next conv window and the next recurrent state."""
+    from torch._higher_order_ops.scan import scan  # torch's prototype scan, lowered to ONNX Scan by the exporter
+
+    x = x.masked_fill(keep.unsqueeze(-1), 0.0)
+    window = torch.cat([conv_state, x.transpose(1, 2)], dim=-1)  # (B, D, K - 1 + T)
+    conv = F.conv1d(window, mixer.conv.weight, mixer.conv.bias, groups=window.shape[1]).transpose(1, 2)
+    next_conv = window[..., x.shape[1] :]  # the last K - 1 inputs
+    gates_x = mixer.input_proj(conv).transpose(0, 1)  # (T, B, G): scan runs over the leading dim
+    keep_t = keep.t().unsqueeze(-1)  # (T, B, 1)
+    if mixer.variant == "gru":
+        weight, bias = mixer.hidden_proj.weight, mixer.hidden_proj.bias
+
+        def cell(h, inputs):
+            gates, keep_step = inputs
+            h_new = torch.where(keep_step, h, gru_cell(gates, h, lambda s: F.linear(s, weight, bias)))
+            return h_new, h_new.clone()  # scan forbids an output aliasing the carry
+
+        last, states = scan(cell, state, (gates_x, keep_t))
+    else:
+        decay, values = mingru_gates(gates_x, keep_t.squeeze(-1))
+
+        def cell(h, inputs):
+            h_new = torch.addcmul(inputs[1], inputs[0], h)
+            return h_new, h_new.clone()
+
+        last, states = scan(cell, state, (decay, values))
+    return mixer.out_proj(states.transpose(0, 1)), next_conv, last
+
+
+def attention_step(
+    attention: HybridGRUAttention,
+    x: torch.Tensor,
+    bias: torch.Tensor,
+    position_embeddings: tuple[torch.Tensor, torch.Tensor],
+    past_key: torch.Tensor,
+    past_value: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`HybridGRUAttention.forward` (eager, softmax in float32) on explicit keys and values; returns output, keys and
+    values including this chunk's."""
+    shape = (*x.shape[:-1], -1, attention.head_dim)
+    query = attention.q_proj(x).view(shape).transpose(1, 2)  # (B, H, T, hd)
+    key = attention.k_proj(x).view(shape).transpose(1, 2)  # (B, kvH, T, hd)
+    value = attention.v_proj(x).view(shape).transpose(1, 2)
+    query, key = apply_rotary_pos_emb(query, key, *position_embeddings)
+    key, value = torch.cat([past_key, key], dim=2), torch.cat([past_value, value], dim=2)
+    groups = attention.num_key_value_groups
+    scores = query @ repeat_kv(key, groups).transpose(2, 3) * attention.scaling + bias  # (B, H, T, past + T)
+    weights = scores.softmax(-1, dtype=torch.float32).to(query.dtype)
+    out = (weights @ repeat_kv(value, groups)).transpose(1, 2).reshape(*x.shape[:-1], -1)  # (B, T, H * hd)
+    return attention.o_proj(out), key, value
+
+
+class CausalLMStep(nn.Module):
+    """`HybridGRUForCausalLM` with explicit state: forward(input_ids, attention_mask, position_ids, *states) ->
+    (logits, *next_states), states in `state_specs` order. `attention_mask` (B, past + T) covers the cached tokens and
+    the new ones; `position_ids` (B, T) count real tokens only, as the model counts them for a padded batch."""
+
+    def __init__(self, model: HybridGRUForCausalLM):
+        super().__init__()
+        self.model = model.model
+        self.lm_head = model.lm_head
+        self.layer_types = list(model.config.layer_types)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, *states: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        hidden = self.model.embed_tokens(input_ids)
+        seq_len = input_ids.shape[1]
+        position_embeddings = self.model.rotary_emb(hidden, position_ids)
+        keep = attention_mask[:, -seq_len:] == 0
+        biases = {}
+        next_states, states = [], iter(states)
+        for layer in self.model.layers:
+            x = layer.input_layernorm(hidden)
+            if layer.layer_type == "linear_attention":
+                mixed, *state = gru_mixer_step(layer.mixer, x, keep, next(states), next(states))
+            else:
+                window = layer.mixer.sliding_window
+                if window not in biases:
+                    biases[window] = attention_bias(attention_mask, seq_len, window, hidden.dtype)
+                mixed, *state = attention_step(
+                    layer.mixer, x, biases[window], position_embeddings, next(states), next(states)
+                )
+            next_states += state
+            hidden = hidden + mixed
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        return (self.lm_head(self.model.norm(hidden)), *next_states)
+
+
+def zero_states(specs: list[dict], batch: int, dtype: torch.dtype = torch.float32, past_length: int = 0) -> list:
+    """Start-of-sequence state: zeros everywhere (empty key/value caches when `past_length` is 0)."""
+    sizes = {"batch": batch, "past_length": past_length}
+    return [torch.zeros([sizes.get(d, d) for d in spec["shape"]], dtype=dtype) for spec in specs]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Exporter
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def export_onnx(
+    model: HybridGRUForCausalLM | str | os.PathLike,
+    output_dir: str | os.PathLike,
+    quantize: str | None = None,
+    processor=None,
+    opset_version: int = 18,
+) -> Path:
+    """Exports a causal LM to an ONNX folder that `OnnxCausalLM.from_pretrained` runs: `model.onnx` (one graph for
+    prefill and decoding, state as inputs/outputs, see `CausalLMStep`), `config.json`, `generation_config.json`,
+    `export_config.json` (graph inputs/outputs and the state tensors with symbolic shapes) and the tokenizer/processor
+    files of the model folder (or of `processor`, saved with its `save_pretrained`).
+
+    `model` is a model object or a saved model folder. `quantize="int8"` writes a dynamically quantized int8 graph
+    (`hf_gru.quantization.quantize_onnx_int8`) instead of the float one. The folder is written into a hidden staging
+    folder next to `output_dir` and renamed into place once complete, so an interrupted export leaves no folder at
+    `output_dir`. Raises ValueError for an unsupported model, a bidirectional model, an unknown `quantize` or an
+    `output_dir` that exists and is not an empty folder.
+    """
+    output_dir = Path(output_dir)
+    _check_output_dir(output_dir)
+    quantizer = _quantizer(quantize)
+    source = None
+    if isinstance(model, (str, os.PathLike)):
+        source, model = Path(model), _load_model(Path(model))
+    task = _check_model(model)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.export-", dir=output_dir.parent))
+    try:
+        graph = staging / ONNX_FILE
+        specs = _export_graph(model, graph, opset_version)
+        quantization = None
+        if quantizer is not None:
+            float_graph = graph.with_name("model.float.onnx")
+            graph.rename(float_graph)
+            quantizer(float_graph, graph)
+            quantization = {"method": "dynamic", "weights": quantize, "by": "hf_gru.quantization.quantize_onnx_int8"}
+            float_graph.unlink()
+        model.config.save_pretrained(staging)
+        if model.generation_config is not None:
+            model.generation_config.save_pretrained(staging)
+        _copy_processor_files(source, processor, staging)
+        export_config = _export_config(model, task, specs, opset_version, quantization)
+        (staging / EXPORT_CONFIG_FILE).write_text(json.dumps(export_config, indent=2) + "\n")
+        if output_dir.exists():
+            output_dir.rmdir()  # empty, checked above
+        staging.rename(output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output_dir
+
+
+def _check_output_dir(output_dir: Path) -> None:
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
+        what = "a folder that is not empty" if output_dir.is_dir() else "a file"
+        raise ValueError(f"output_dir={str(output_dir)!r} is {what}; export into a new or empty folder.")
+    if not output_dir.parent.is_dir():
+        raise ValueError(
+            f"output_dir={str(output_dir)!r}: its parent folder {str(output_dir.parent)!r} does not exist."
+        )
+
+
+def _quantizer(quantize: str | None):
+    if quantize is None:
+        return None
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize={quantize!r} is not supported; expected None or one of {QUANTIZATIONS}.")
+    try:
+        from .quantization import quantize_onnx_int8
+    except ImportError as error:
+        raise NotImplementedError(f"quantize={quantize!r} needs hf_gru.quantization.quantize_onnx_int8") from error
+    return quantize_onnx_int8
+
+
+def _load_model(path: Path):
+    from transformers import AutoConfig
+
+    if not (path / "config.json").is_file():
+        raise ValueError(f"model={str(path)!r} is not a saved model folder (no config.json).")
+    config = AutoConfig.from_pretrained(path)
+    architecture = (config.architectures or [None])[0]
+    if architecture not in EXPORTABLE:
+        raise ValueError(
+            f"model={str(path)!r} is a {architecture}; export_onnx supports {sorted(EXPORTABLE)} (config.architectures)."
+        )
+    return HybridGRUForCausalLM.from_pretrained(path)
+
+
+def _check_model(model) -> str:
+    name = type(model).__name__
+    if name not in EXPORTABLE or not isinstance(model, HybridGRUForCausalLM):
+        raise ValueError(f"export_onnx supports {sorted(EXPORTABLE)}, got a {name}.")
+    if model.config.bidirectional:
+        raise ValueError(
+            f"{name} has bidirectional=True: a bidirectional model sees the future, so it cannot run step by step; "
+            "export a causal (bidirectional=False) model."
+        )
+    return EXPORTABLE[name]
+
+
+def _export_graph(model: HybridGRUForCausalLM, path: Path, opset_version: int) -> list[dict]:
+    """Traces `CausalLMStep` with torch.export (dynamic batch, sequence and past lengths) into an ONNX file."""
+    config = model.config
+    specs = state_specs(config)
+    batch, seq, past = torch.export.Dim("batch"), torch.export.Dim("sequence_length"), torch.export.Dim("past_length")
+    total = torch.export.Dim("total_length")  # past + sequence: torch.export cannot state a sum of two dims
+    # Example lengths above 1: torch.export specialises dims of size 0 and 1.
+    example_batch, example_seq, example_past = 2, 3, 4
+    ids = torch.randint(0, config.vocab_size, (example_batch, example_seq))
+    mask = torch.ones(example_batch, example_past + example_seq, dtype=torch.long)
+    positions = torch.arange(example_past, example_past + example_seq).expand(example_batch, -1)
+    states = zero_states(specs, example_batch, model.dtype, example_past)
+    state_axes = tuple({0: batch, 2: past} if "past_length" in s["shape"] else {0: batch} for s in specs)
+    dynamic_shapes = ({0: batch, 1: seq}, {0: batch, 1: total}, {0: batch, 1: seq}, state_axes)
+    step = CausalLMStep(model).eval()
+    with torch.no_grad():
+        program = torch.onnx.export(
+            step,
+            (ids, mask, positions, *states),
+            input_names=["input_ids", "attention_mask", "position_ids", *(s["name"] for s in specs)],
+            output_names=["logits", *(s["output"] for s in specs)],
+            dynamic_shapes=dynamic_shapes,
+            opset_version=opset_version,
+            dynamo=True,
+            verbose=False,
+        )
+    program.save(str(path))
+    return specs
+
+
+def _copy_processor_files(source: Path | None, processor, target: Path) -> None:
+    if processor is not None:
+        processor.save_pretrained(target)
+        return
+    if source is None:
+        return
+    for name in PROCESSOR_FILES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, target / name)
+
+
+def _export_config(model, task: str, specs: list[dict], opset_version: int, quantization) -> dict:
+    dtype = str(model.dtype).removeprefix("torch.")
+    return {
+        "format": EXPORT_FORMAT,
+        "format_version": EXPORT_FORMAT_VERSION,
+        "task": task,
+        "architecture": type(model).__name__,
+        "graph": ONNX_FILE,
+        "opset_version": opset_version,
+        "dtype": dtype,
+        "quantization": quantization,
+        "inputs": [
+            {"name": "input_ids", "shape": ["batch", "sequence_length"], "dtype": "int64"},
+            {"name": "attention_mask", "shape": ["batch", "past_length + sequence_length"], "dtype": "int64"},
+            {"name": "position_ids", "shape": ["batch", "sequence_length"], "dtype": "int64"},
+        ],
+        "outputs": [
+            {"name": "logits", "shape": ["batch", "sequence_length", model.config.vocab_size], "dtype": dtype}
+        ],
+        "states": [{**spec, "dtype": dtype} for spec in specs],
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Runtime
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OnnxCausalLMState:
+    """What `OnnxCausalLM.step` carries between calls: the state tensors by graph input name, and the padding mask
+    (batch, past_length) of every token fed so far."""
+
+    tensors: dict
+    attention_mask: torch.Tensor
+
+
+class OnnxCausalLM:
+    """Runs an `export_onnx` folder with onnxruntime: `step` for streaming, `generate` for transformers-style
+    greedy and sampled decoding (its logits processors, warpers and stopping criteria are transformers' own)."""
+
+    # Reused from transformers: they read only `self.config` and the generation config.
+    _get_logits_processor = GenerationMixin._get_logits_processor
+    _get_stopping_criteria = GenerationMixin._get_stopping_criteria
+    _merge_criteria_processor_list = GenerationMixin._merge_criteria_processor_list
+    _prepare_special_tokens = GenerationMixin._prepare_special_tokens
+
+    def __init__(self, session, config: HybridGRUConfig, export_config: dict, generation_config: GenerationConfig):
+        self.session = session
+        self.config = config
+        self.export_config = export_config
+        self.generation_config = generation_config
+        self.device = torch.device("cpu")
+        self.dtype = getattr(torch, export_config["dtype"])
+        self.state_specs = export_config["states"]
+        self.output_names = ["logits", *(s["output"] for s in self.state_specs)]
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | os.PathLike, providers: list | None = None, session_options=None
+    ) -> "OnnxCausalLM":
+        """Loads `export_onnx`'s folder. `providers` and `session_options` go to `onnxruntime.InferenceSession`
+        (default: the CPU provider)."""
+        import onnxruntime
+
+        path = Path(path)
+        export_config_path = path / EXPORT_CONFIG_FILE
+        if not export_config_path.is_file():
+            raise ValueError(f"{str(path)!r} is not an export_onnx folder: it has no {EXPORT_CONFIG_FILE}.")
+        export_config = json.loads(export_config_path.read_text())
+        if export_config.get("format") != EXPORT_FORMAT or export_config.get("task") != "causal-lm":
+            raise ValueError(
+                f"{str(export_config_path)!r} describes format={export_config.get('format')!r}, "
+                f"task={export_config.get('task')!r}; OnnxCausalLM runs {EXPORT_FORMAT!r} causal-lm exports."
+            )
+        config = HybridGRUConfig.from_pretrained(path)
+        try:
+            generation_config = GenerationConfig.from_pretrained(path)
+        except OSError:
+            generation_config = GenerationConfig.from_model_config(config)
+        session = onnxruntime.InferenceSession(
+            str(path / export_config["graph"]), sess_options=session_options,
+            providers=providers or ["CPUExecutionProvider"],
+        )  # fmt: skip
+        return cls(session, config, export_config, generation_config)
+
+    def init_state(self, batch_size: int) -> OnnxCausalLMState:
+        """The state before any token: zeros, empty key/value caches."""
+        zeros = zero_states(self.state_specs, batch_size, self.dtype)
+        tensors = {spec["name"]: tensor.numpy() for spec, tensor in zip(self.state_specs, zeros, strict=True)}
+        return OnnxCausalLMState(tensors, torch.zeros(batch_size, 0, dtype=torch.long))
+
+    def step(
+        self,
+        input_ids: torch.Tensor,
+        state: OnnxCausalLMState | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, OnnxCausalLMState]:
+        """Feeds `input_ids` (B, T) after `state` (None: a new sequence); `attention_mask` (B, T) marks this chunk's
+        padding (default: all real). Returns the logits of every position (B, T, vocab) and the next state."""
+        input_ids = torch.as_tensor(input_ids, dtype=torch.long)
+        if input_ids.ndim != 2 or input_ids.numel() == 0:
+            raise ValueError(
+                f"`input_ids` must be a non-empty (batch, seq_len) tensor, got shape {tuple(input_ids.shape)}."
+            )
+        if state is None:
+            state = self.init_state(input_ids.shape[0])
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        attention_mask = torch.as_tensor(attention_mask, dtype=torch.long)
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"`attention_mask` must have the shape of `input_ids` {tuple(input_ids.shape)} (this chunk only), got "
+                f"{tuple(attention_mask.shape)}."
+            )
+        full_mask = torch.cat([state.attention_mask, attention_mask], dim=1)
+        # as HybridGRUModel._positions: real tokens counted from 0, padding clamped to 0
+        positions = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
+        feed = {"input_ids": input_ids.numpy(), "attention_mask": full_mask.numpy(), "position_ids": positions.numpy()}
+        feed.update(state.tensors)
+        logits, *tensors = self.session.run(self.output_names, feed)
+        next_state = OnnxCausalLMState(dict(zip(state.tensors, tensors, strict=True)), full_mask)
+        return torch.from_numpy(logits), next_state
+
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        generation_config: GenerationConfig | None = None,
+        logits_processor: LogitsProcessorList | None = None,
+        stopping_criteria: StoppingCriteriaList | None = None,
+        streamer=None,
+        **kwargs,
+    ) -> torch.LongTensor:
+        """transformers' `generate()` for greedy search and multinomial sampling (`do_sample`, `temperature`, `top_k`,
+        `top_p`, `repetition_penalty`, `max_new_tokens`, `eos_token_id`, `pad_token_id`, ... as generation config
+        fields or keyword arguments). Pass left-padded batches with their `attention_mask`. Returns the prompt and the
+        new tokens (B, prompt + new); finished rows are filled with `pad_token_id`, as `generate()` does."""
+        generation_config = copy.deepcopy(generation_config or self.generation_config)
+        unused = generation_config.update(**kwargs)
+        if unused:
+            raise ValueError(f"OnnxCausalLM.generate got unknown argument(s) {sorted(unused)}.")
+        if (generation_config.num_beams or 1) != 1 or (generation_config.num_return_sequences or 1) != 1:
+            raise ValueError(
+                f"OnnxCausalLM.generate runs greedy search and sampling only; got num_beams="
+                f"{generation_config.num_beams}, num_return_sequences={generation_config.num_return_sequences}."
+            )
+        input_ids = torch.as_tensor(input_ids, dtype=torch.long)
+        batch, prompt_length = input_ids.shape
+        if generation_config.max_new_tokens is not None:
+            generation_config.max_length = prompt_length + generation_config.max_new_tokens
+        has_mask = attention_mask is not None
+        self._prepare_special_tokens(generation_config, has_mask, device=self.device, batch_size=batch)
+        if attention_mask is None:
+            attention_mask = self._default_attention_mask(input_ids, generation_config)
+        processors = self._get_logits_processor(
+            generation_config, input_ids_seq_length=prompt_length, encoder_input_ids=input_ids,
+            logits_processor=logits_processor or LogitsProcessorList(), device=self.device,
+            model_kwargs={"attention_mask": attention_mask},
+        )  # fmt: skip
+        criteria = self._get_stopping_criteria(generation_config, stopping_criteria or StoppingCriteriaList())
+        pad = generation_config._pad_token_tensor
+        has_eos = any(hasattr(c, "eos_token_id") for c in criteria)
+        if streamer is not None:
+            streamer.put(input_ids)
+        unfinished = torch.ones(batch, dtype=torch.long)
+        logits, state = self.step(input_ids, attention_mask=attention_mask)
+        while True:
+            scores = processors(input_ids, logits[:, -1].float())
+            if generation_config.do_sample:
+                tokens = torch.multinomial(scores.softmax(-1), num_samples=1).squeeze(1)
+            else:
+                tokens = scores.argmax(-1)
+            if has_eos:
+                tokens = tokens * unfinished + pad * (1 - unfinished)
+            input_ids = torch.cat([input_ids, tokens[:, None]], dim=-1)
+            if streamer is not None:
+                streamer.put(tokens)
+            unfinished = unfinished & ~criteria(input_ids, scores)
+            if unfinished.max() == 0:
+                break
+            logits, state = self.step(tokens[:, None], state)
+        if streamer is not None:
+            streamer.end()
+        return input_ids
+
+    @staticmethod
+    def _default_attention_mask(input_ids: torch.Tensor, generation_config: GenerationConfig) -> torch.Tensor:
+        """As `generate()`: padding inferred from `pad_token_id` when it is in the prompt and differs from eos."""
+        pad, eos = generation_config._pad_token_tensor, generation_config._eos_token_tensor
+        if pad is not None and (input_ids == pad).any() and (eos is None or not torch.isin(pad, eos).any()):
+            return (input_ids != pad).long()
+        return torch.ones_like(input_ids)
+
+
+__all__ = ["export_onnx", "OnnxCausalLM", "OnnxCausalLMState", "CausalLMStep", "state_specs"]
