@@ -199,6 +199,7 @@ def recovery_finetune(
 
 
 __all__ = [
+    "prunable_linears",
     "magnitude_prune",
     "apply_masks",
     "linear_sparsity",
