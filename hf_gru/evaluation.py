@@ -36,11 +36,14 @@ def text_blocks(
     percent = 100 - validation_percent
     spec = f"train[:{percent}%]" if split == "train" else f"train[{percent}%:]"
     lines = load_dataset("text", data_files={"train": str(text_file)}, split=spec, keep_linebreaks=True)
-    encoded = tokenizer(list(lines["text"]))
-    blocks = group_texts({"input_ids": encoded["input_ids"]}, block_size)["input_ids"]
+    tokenized = lines.map(lambda batch: tokenizer(batch["text"]), batched=True, remove_columns=lines.column_names)
+    tokenized = tokenized.remove_columns([c for c in tokenized.column_names if c != "input_ids"])
+    # Grouped 1000 rows at a time, as the script does: each group drops its own remainder shorter than a block.
+    grouped = tokenized.map(group_texts, batched=True, batch_size=1000, fn_kwargs={"block_size": block_size})
+    blocks = grouped["input_ids"]
     if not blocks:
         raise ValueError(f"The {split} part of {str(text_file)!r} holds fewer than block_size={block_size} tokens.")
-    return torch.tensor(blocks, dtype=torch.long)
+    return torch.tensor(list(blocks), dtype=torch.long)
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ from .helpers import tiny_config
 
 @pytest.fixture(scope="module")
 def corpus_and_tokenizer(tmp_path_factory):
-    corpus, _ = write_tiny_data(tmp_path_factory.mktemp("corpus"), train_lines=300, valid_lines=1)
+    corpus, _ = write_tiny_data(tmp_path_factory.mktemp("corpus"), train_lines=2500, valid_lines=1)  # > 1000 lines per split
     return corpus, train_bpe_tokenizer(corpus.read_text().splitlines(), vocab_size=300)
 
 
