@@ -52,7 +52,7 @@ _register({AutoModelForTimeSeriesPrediction: HybridGRUForTimeSeriesPrediction})
 _register({AutoModelForCTC: HybridGRUForCTC})
 
 # Loaded on first use: the exporter and its runtime are not needed to train or load a model.
-_LAZY = {"export_onnx": "export", "OnnxCausalLM": "export"}
+_LAZY = {name: "export" for name in ("export_onnx", "export_executorch", "OnnxCausalLM", "ExecuTorchCausalLM")}
 
 
 def __getattr__(name: str):
@@ -74,5 +74,7 @@ __all__ = [
     "HybridGRUForTimeSeriesPrediction",
     "HybridGRUForCTC",
     "export_onnx",
+    "export_executorch",
     "OnnxCausalLM",
+    "ExecuTorchCausalLM",
 ]

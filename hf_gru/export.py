@@ -1,5 +1,5 @@
-"""ONNX export of HybridGRU models with the recurrent state as explicit graph inputs and outputs, and an onnxruntime
-runtime, `OnnxCausalLM`, that carries that state between calls.
+"""ONNX and ExecuTorch export of HybridGRU causal LMs with the recurrent state as explicit graph inputs and outputs,
+and runtimes that carry that state between calls: `OnnxCausalLM` (onnxruntime) and `ExecuTorchCausalLM`.
 
 The model's state lives in a transformers `Cache`, a Python object no exporter can trace. `CausalLMStep` re-states one
 forward of `HybridGRUForCausalLM` on the model's own modules (norms, projections, rotary embedding, MLPs) with the state
@@ -13,7 +13,8 @@ the model's fast paths are custom ops that no ONNX runtime knows. The time loop 
 variants: the classic cell (whose gates read h_{t-1}, so there is no parallel form) and minGRU. For minGRU a parallel
 log-space scan would also export, but it lost ~1e-4 against the loop here (see DESIGN.md), more than the parity budget;
 ONNX's own `GRU` op cannot keep the state on left-padding positions (it takes right-aligned `sequence_lens` only).
-Decoding runs one `Scan` iteration per GRU layer.
+Decoding runs one `Scan` iteration per GRU layer. A graph traced for one token (the ExecuTorch decode step; ExecuTorch
+has no scan) holds a single cell instead.
 """
 
 import copy
@@ -36,14 +37,16 @@ from .modeling_hybrid_gru import (
     HybridGRUForCausalLM,
     HybridGRUMixer,
     apply_rotary_pos_emb,
-    repeat_kv,
 )
 from .recurrence_hybrid_gru import gru_cell, mingru_gates
 
 ONNX_FILE = "model.onnx"
+EXECUTORCH_FILE = "model.pte"
 EXPORT_CONFIG_FILE = "export_config.json"
-EXPORT_FORMAT = "hf_gru-onnx"
+ONNX_FORMAT = "hf_gru-onnx"
+EXECUTORCH_FORMAT = "hf_gru-executorch"
 EXPORT_FORMAT_VERSION = 1
+GRAPH_INPUTS = ("input_ids", "attention_mask", "position_ids")  # then the states, see `state_specs`
 # Files of a tokenizer or processor copied from a model folder next to the graph, so the export folder is self-contained.
 PROCESSOR_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
@@ -51,6 +54,7 @@ PROCESSOR_FILES = (
     "preprocessor_config.json", "processor_config.json", "feature_extractor_config.json",
 )  # fmt: skip
 QUANTIZATIONS = ("int8",)
+EXECUTORCH_BACKENDS = ("portable", "xnnpack")
 EXPORTABLE = {"HybridGRUForCausalLM": "causal-lm"}
 
 
@@ -125,15 +129,20 @@ def gru_mixer_step(
             h_new = torch.where(keep_step, h, gru_cell(gates, h, lambda s: F.linear(s, weight, bias)))
             return h_new, h_new.clone()  # scan forbids an output aliasing the carry
 
-        last, states = scan(cell, state, (gates_x, keep_t))
+        inputs = (gates_x, keep_t)
     else:
-        decay, values = mingru_gates(gates_x, keep_t.squeeze(-1))
 
         def cell(h, inputs):
             h_new = torch.addcmul(inputs[1], inputs[0], h)
             return h_new, h_new.clone()
 
-        last, states = scan(cell, state, (decay, values))
+        inputs = mingru_gates(gates_x, keep_t.squeeze(-1))
+    if isinstance(x.shape[1], int) and x.shape[1] == 1:
+        # A decode-step graph (static length 1, e.g. for ExecuTorch, which has no scan): one cell, no loop.
+        last, states = cell(state, [t[0] for t in inputs])
+        states = states.unsqueeze(0)
+    else:
+        last, states = scan(cell, state, inputs)
     return mixer.out_proj(states.transpose(0, 1)), next_conv, last
 
 
@@ -153,10 +162,16 @@ def attention_step(
     value = attention.v_proj(x).view(shape).transpose(1, 2)
     query, key = apply_rotary_pos_emb(query, key, *position_embeddings)
     key, value = torch.cat([past_key, key], dim=2), torch.cat([past_value, value], dim=2)
-    groups = attention.num_key_value_groups
-    scores = query @ repeat_kv(key, groups).transpose(2, 3) * attention.scaling + bias  # (B, H, T, past + T)
+    # Grouped-query heads without `repeat_kv`: query heads h = kv * groups + g, as repeat_kv orders them, attend to
+    # kv head `kv` through a broadcast. (The expand + reshape of repeat_kv made torch.export add a stride guard it
+    # then cannot prove for a bounded past length, which ExecuTorch needs.)
+    batch, heads, seq_len, head_dim = query.shape
+    kv_heads = key.shape[1]
+    query = query.view(batch, kv_heads, heads // kv_heads, seq_len, head_dim)
+    scores = query @ key.unsqueeze(2).transpose(3, 4) * attention.scaling + bias.unsqueeze(2)  # (B, kvH, G, T, S)
     weights = scores.softmax(-1, dtype=torch.float32).to(query.dtype)
-    out = (weights @ repeat_kv(value, groups)).transpose(1, 2).reshape(*x.shape[:-1], -1)  # (B, T, H * hd)
+    out = (weights @ value.unsqueeze(2)).view(batch, heads, seq_len, head_dim)
+    out = out.transpose(1, 2).reshape(batch, seq_len, heads * head_dim)  # (B, T, H * hd)
     return attention.o_proj(out), key, value
 
 
@@ -204,7 +219,7 @@ def zero_states(specs: list[dict], batch: int, dtype: torch.dtype = torch.float3
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Exporter
+# Exporters
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -216,27 +231,22 @@ def export_onnx(
     opset_version: int = 18,
 ) -> Path:
     """Exports a causal LM to an ONNX folder that `OnnxCausalLM.from_pretrained` runs: `model.onnx` (one graph for
-    prefill and decoding, state as inputs/outputs, see `CausalLMStep`), `config.json`, `generation_config.json`,
-    `export_config.json` (graph inputs/outputs and the state tensors with symbolic shapes) and the tokenizer/processor
-    files of the model folder (or of `processor`, saved with its `save_pretrained`).
+    prefill and decoding, dynamic batch, sequence and past lengths, state as inputs/outputs, see `CausalLMStep`),
+    `config.json`, `generation_config.json`, `export_config.json` (graph inputs/outputs and the state tensors with
+    symbolic shapes) and the tokenizer/processor files of the model folder (or of `processor`, saved with its
+    `save_pretrained`).
 
     `model` is a model object or a saved model folder. `quantize="int8"` writes a dynamically quantized int8 graph
-    (`hf_gru.quantization.quantize_onnx_int8`) instead of the float one. The folder is written into a hidden staging
-    folder next to `output_dir` and renamed into place once complete, so an interrupted export leaves no folder at
-    `output_dir`. Raises ValueError for an unsupported model, a bidirectional model, an unknown `quantize` or an
-    `output_dir` that exists and is not an empty folder.
+    (`hf_gru.quantization.quantize_onnx_int8`) as `model.onnx` instead of the float one. The folder is written into a
+    hidden staging folder next to `output_dir` and renamed into place once complete, so an interrupted export leaves
+    no folder at `output_dir`. Raises ValueError for an unsupported model, a bidirectional model, an unknown
+    `quantize` or an `output_dir` that exists and is not an empty folder.
     """
-    output_dir = Path(output_dir)
-    _check_output_dir(output_dir)
     quantizer = _quantizer(quantize)
-    source = None
-    if isinstance(model, (str, os.PathLike)):
-        source, model = Path(model), _load_model(Path(model))
-    task = _check_model(model)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.export-", dir=output_dir.parent))
-    try:
+
+    def write(model: HybridGRUForCausalLM, staging: Path) -> dict:
         graph = staging / ONNX_FILE
-        specs = _export_graph(model, graph, opset_version)
+        _export_onnx_graph(model, graph, opset_version)
         quantization = None
         if quantizer is not None:
             float_graph = graph.with_name("model.float.onnx")
@@ -244,12 +254,66 @@ def export_onnx(
             quantizer(float_graph, graph)
             quantization = {"method": "dynamic", "weights": quantize, "by": "hf_gru.quantization.quantize_onnx_int8"}
             float_graph.unlink()
+        return {
+            "format": ONNX_FORMAT,
+            "graph": ONNX_FILE,
+            "opset_version": opset_version,
+            "quantization": quantization,
+        }
+
+    return _export_folder(model, output_dir, processor, write)
+
+
+def export_executorch(
+    model: HybridGRUForCausalLM | str | os.PathLike,
+    output_dir: str | os.PathLike,
+    max_length: int | None = None,
+    max_batch_size: int = 8,
+    backend: str = "portable",
+    processor=None,
+) -> Path:
+    """Exports the decode step of a causal LM to an ExecuTorch program folder that `ExecuTorchCausalLM.from_pretrained`
+    runs: `model.pte` (one token per call, state as inputs/outputs as in `export_onnx`), the configs, the tokenizer
+    files and `export_config.json`.
+
+    ExecuTorch plans memory ahead, so the dynamic dims are bounded: batch <= `max_batch_size`, cached + new tokens <=
+    `max_length` (default: `max_position_embeddings`). `backend="portable"` runs ExecuTorch's portable kernels;
+    `"xnnpack"` delegates what XNNPACK supports (needs torchao). A prompt is fed one token per call (a decode-step
+    graph has no time loop: ExecuTorch has no `scan`). Same errors and staging folder as `export_onnx`.
+    """
+    if backend not in EXECUTORCH_BACKENDS:
+        raise ValueError(f"backend={backend!r} is not supported; expected one of {EXECUTORCH_BACKENDS}.")
+    for name, value in (("max_length", max_length), ("max_batch_size", max_batch_size)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"`{name}` must be a positive integer, got {name}={value!r}.")
+
+    def write(model: HybridGRUForCausalLM, staging: Path) -> dict:
+        length = max_length or model.config.max_position_embeddings
+        _export_executorch_program(model, staging / EXECUTORCH_FILE, length, max_batch_size, backend)
+        fields = {"format": EXECUTORCH_FORMAT, "graph": EXECUTORCH_FILE, "backend": backend, "max_length": length}
+        return {**fields, "max_batch_size": max_batch_size, "max_sequence_length": 1}
+
+    return _export_folder(model, output_dir, processor, write)
+
+
+def _export_folder(model, output_dir: str | os.PathLike, processor, write) -> Path:
+    """Checks the inputs, then builds the folder in a staging folder (`write(model, staging)` adds the graph and
+    returns export_config fields) and renames it into place."""
+    output_dir = Path(output_dir)
+    _check_output_dir(output_dir)
+    source = None
+    if isinstance(model, (str, os.PathLike)):
+        source, model = Path(model), _load_model(Path(model))
+    task = _check_model(model)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.export-", dir=output_dir.parent))
+    try:
+        fields = write(model, staging)
         model.config.save_pretrained(staging)
         if model.generation_config is not None:
             model.generation_config.save_pretrained(staging)
         _copy_processor_files(source, processor, staging)
-        export_config = _export_config(model, task, specs, opset_version, quantization)
-        (staging / EXPORT_CONFIG_FILE).write_text(json.dumps(export_config, indent=2) + "\n")
+        export_config = {**_export_config(model, task), **fields}
+        (staging / EXPORT_CONFIG_FILE).write_text(json.dumps(export_config, indent=2) + "\n")  # written last
         if output_dir.exists():
             output_dir.rmdir()  # empty, checked above
         staging.rename(output_dir)
@@ -281,7 +345,7 @@ def _quantizer(quantize: str | None):
     return quantize_onnx_int8
 
 
-def _load_model(path: Path):
+def _load_model(path: Path) -> HybridGRUForCausalLM:
     from transformers import AutoConfig
 
     if not (path / "config.json").is_file():
@@ -289,16 +353,14 @@ def _load_model(path: Path):
     config = AutoConfig.from_pretrained(path)
     architecture = (config.architectures or [None])[0]
     if architecture not in EXPORTABLE:
-        raise ValueError(
-            f"model={str(path)!r} is a {architecture}; export_onnx supports {sorted(EXPORTABLE)} (config.architectures)."
-        )
+        raise ValueError(f"model={str(path)!r} is a {architecture}; the exporters support {sorted(EXPORTABLE)}.")
     return HybridGRUForCausalLM.from_pretrained(path)
 
 
 def _check_model(model) -> str:
     name = type(model).__name__
     if name not in EXPORTABLE or not isinstance(model, HybridGRUForCausalLM):
-        raise ValueError(f"export_onnx supports {sorted(EXPORTABLE)}, got a {name}.")
+        raise ValueError(f"The exporters support {sorted(EXPORTABLE)}, got a {name}.")
     if model.config.bidirectional:
         raise ValueError(
             f"{name} has bidirectional=True: a bidirectional model sees the future, so it cannot run step by step; "
@@ -307,26 +369,27 @@ def _check_model(model) -> str:
     return EXPORTABLE[name]
 
 
-def _export_graph(model: HybridGRUForCausalLM, path: Path, opset_version: int) -> list[dict]:
+def _example_inputs(config: HybridGRUConfig, dtype: torch.dtype, batch: int, seq_len: int, past: int) -> tuple:
+    ids = torch.randint(0, config.vocab_size, (batch, seq_len))
+    mask = torch.ones(batch, past + seq_len, dtype=torch.long)
+    positions = torch.arange(past, past + seq_len).repeat(batch, 1)
+    return (ids, mask, positions, *zero_states(state_specs(config), batch, dtype, past))
+
+
+def _export_onnx_graph(model: HybridGRUForCausalLM, path: Path, opset_version: int) -> None:
     """Traces `CausalLMStep` with torch.export (dynamic batch, sequence and past lengths) into an ONNX file."""
-    config = model.config
-    specs = state_specs(config)
+    specs = state_specs(model.config)
     batch, seq, past = torch.export.Dim("batch"), torch.export.Dim("sequence_length"), torch.export.Dim("past_length")
-    total = torch.export.Dim("total_length")  # past + sequence: torch.export cannot state a sum of two dims
-    # Example lengths above 1: torch.export specialises dims of size 0 and 1.
-    example_batch, example_seq, example_past = 2, 3, 4
-    ids = torch.randint(0, config.vocab_size, (example_batch, example_seq))
-    mask = torch.ones(example_batch, example_past + example_seq, dtype=torch.long)
-    positions = torch.arange(example_past, example_past + example_seq).expand(example_batch, -1)
-    states = zero_states(specs, example_batch, model.dtype, example_past)
+    total = torch.export.Dim("total_length")  # past + sequence: torch.export cannot state a sum of two free dims
     state_axes = tuple({0: batch, 2: past} if "past_length" in s["shape"] else {0: batch} for s in specs)
     dynamic_shapes = ({0: batch, 1: seq}, {0: batch, 1: total}, {0: batch, 1: seq}, state_axes)
-    step = CausalLMStep(model).eval()
+    # Example sizes above 1: torch.export specialises dims of size 0 and 1.
+    inputs = _example_inputs(model.config, model.dtype, batch=2, seq_len=3, past=4)
     with torch.no_grad():
         program = torch.onnx.export(
-            step,
-            (ids, mask, positions, *states),
-            input_names=["input_ids", "attention_mask", "position_ids", *(s["name"] for s in specs)],
+            CausalLMStep(model).eval(),
+            inputs,
+            input_names=[*GRAPH_INPUTS, *(s["name"] for s in specs)],
             output_names=["logits", *(s["output"] for s in specs)],
             dynamic_shapes=dynamic_shapes,
             opset_version=opset_version,
@@ -334,7 +397,28 @@ def _export_graph(model: HybridGRUForCausalLM, path: Path, opset_version: int) -
             verbose=False,
         )
     program.save(str(path))
-    return specs
+
+
+def _export_executorch_program(
+    model: HybridGRUForCausalLM, path: Path, max_length: int, max_batch_size: int, backend: str
+) -> None:
+    """Traces `CausalLMStep` for one token (static length 1, so no scan) and lowers it to an ExecuTorch program."""
+    from executorch.exir import to_edge_transform_and_lower
+
+    specs = state_specs(model.config)
+    batch = torch.export.Dim("batch", min=1, max=max_batch_size)
+    past = torch.export.Dim("past_length", min=0, max=max_length - 1)
+    state_axes = tuple({0: batch, 2: past} if "past_length" in s["shape"] else {0: batch} for s in specs)
+    dynamic_shapes = ({0: batch}, {0: batch, 1: past + 1}, {0: batch}, state_axes)
+    inputs = _example_inputs(model.config, model.dtype, batch=min(2, max_batch_size), seq_len=1, past=3)
+    partitioners = []
+    if backend == "xnnpack":
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+        partitioners.append(XnnpackPartitioner())
+    with torch.no_grad():
+        program = torch.export.export(CausalLMStep(model).eval(), inputs, dynamic_shapes=dynamic_shapes)
+    path.write_bytes(to_edge_transform_and_lower(program, partitioner=partitioners).to_executorch().buffer)
 
 
 def _copy_processor_files(source: Path | None, processor, target: Path) -> None:
@@ -348,104 +432,93 @@ def _copy_processor_files(source: Path | None, processor, target: Path) -> None:
             shutil.copyfile(source / name, target / name)
 
 
-def _export_config(model, task: str, specs: list[dict], opset_version: int, quantization) -> dict:
+def _export_config(model: HybridGRUForCausalLM, task: str) -> dict:
     dtype = str(model.dtype).removeprefix("torch.")
+    inputs = {
+        "input_ids": ["batch", "sequence_length"],
+        "attention_mask": ["batch", "past_length + sequence_length"],
+        "position_ids": ["batch", "sequence_length"],
+    }
+    logits = ["batch", "sequence_length", model.config.vocab_size]
     return {
-        "format": EXPORT_FORMAT,
         "format_version": EXPORT_FORMAT_VERSION,
         "task": task,
         "architecture": type(model).__name__,
-        "graph": ONNX_FILE,
-        "opset_version": opset_version,
         "dtype": dtype,
-        "quantization": quantization,
-        "inputs": [
-            {"name": "input_ids", "shape": ["batch", "sequence_length"], "dtype": "int64"},
-            {"name": "attention_mask", "shape": ["batch", "past_length + sequence_length"], "dtype": "int64"},
-            {"name": "position_ids", "shape": ["batch", "sequence_length"], "dtype": "int64"},
-        ],
-        "outputs": [
-            {"name": "logits", "shape": ["batch", "sequence_length", model.config.vocab_size], "dtype": dtype}
-        ],
-        "states": [{**spec, "dtype": dtype} for spec in specs],
+        "inputs": [{"name": name, "shape": shape, "dtype": "int64"} for name, shape in inputs.items()],
+        "outputs": [{"name": "logits", "shape": logits, "dtype": dtype}],
+        "states": [{**spec, "dtype": dtype} for spec in state_specs(model.config)],
     }
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Runtime
+# Runtimes
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 @dataclass
-class OnnxCausalLMState:
-    """What `OnnxCausalLM.step` carries between calls: the state tensors by graph input name, and the padding mask
+class CausalLMState:
+    """What a runtime's `step` carries between calls: the state tensors in graph order, and the padding mask
     (batch, past_length) of every token fed so far."""
 
-    tensors: dict
+    tensors: list[torch.Tensor]
     attention_mask: torch.Tensor
 
 
-class OnnxCausalLM:
-    """Runs an `export_onnx` folder with onnxruntime: `step` for streaming, `generate` for transformers-style
-    greedy and sampled decoding (its logits processors, warpers and stopping criteria are transformers' own)."""
+class ExportedCausalLM:
+    """What the runtimes share: `step` for streaming and `generate` for transformers-style greedy and sampled
+    decoding, whose logits processors, warpers and stopping criteria are transformers' own. Subclasses run the graph
+    (`_run`) and load their folder (`from_pretrained`)."""
 
+    format = None
     # Reused from transformers: they read only `self.config` and the generation config.
     _get_logits_processor = GenerationMixin._get_logits_processor
     _get_stopping_criteria = GenerationMixin._get_stopping_criteria
     _merge_criteria_processor_list = GenerationMixin._merge_criteria_processor_list
     _prepare_special_tokens = GenerationMixin._prepare_special_tokens
 
-    def __init__(self, session, config: HybridGRUConfig, export_config: dict, generation_config: GenerationConfig):
-        self.session = session
+    def __init__(self, config: HybridGRUConfig, export_config: dict, generation_config: GenerationConfig):
         self.config = config
         self.export_config = export_config
         self.generation_config = generation_config
         self.device = torch.device("cpu")
         self.dtype = getattr(torch, export_config["dtype"])
         self.state_specs = export_config["states"]
-        self.output_names = ["logits", *(s["output"] for s in self.state_specs)]
 
     @classmethod
-    def from_pretrained(
-        cls, path: str | os.PathLike, providers: list | None = None, session_options=None
-    ) -> "OnnxCausalLM":
-        """Loads `export_onnx`'s folder. `providers` and `session_options` go to `onnxruntime.InferenceSession`
-        (default: the CPU provider)."""
-        import onnxruntime
-
+    def _read_folder(cls, path: str | os.PathLike) -> tuple[Path, HybridGRUConfig, dict, GenerationConfig]:
         path = Path(path)
         export_config_path = path / EXPORT_CONFIG_FILE
         if not export_config_path.is_file():
-            raise ValueError(f"{str(path)!r} is not an export_onnx folder: it has no {EXPORT_CONFIG_FILE}.")
+            raise ValueError(f"{str(path)!r} is not an exported model folder: it has no {EXPORT_CONFIG_FILE}.")
         export_config = json.loads(export_config_path.read_text())
-        if export_config.get("format") != EXPORT_FORMAT or export_config.get("task") != "causal-lm":
+        if export_config.get("format") != cls.format or export_config.get("task") != "causal-lm":
             raise ValueError(
                 f"{str(export_config_path)!r} describes format={export_config.get('format')!r}, "
-                f"task={export_config.get('task')!r}; OnnxCausalLM runs {EXPORT_FORMAT!r} causal-lm exports."
+                f"task={export_config.get('task')!r}; {cls.__name__} runs {cls.format!r} causal-lm exports."
             )
         config = HybridGRUConfig.from_pretrained(path)
         try:
             generation_config = GenerationConfig.from_pretrained(path)
         except OSError:
             generation_config = GenerationConfig.from_model_config(config)
-        session = onnxruntime.InferenceSession(
-            str(path / export_config["graph"]), sess_options=session_options,
-            providers=providers or ["CPUExecutionProvider"],
-        )  # fmt: skip
-        return cls(session, config, export_config, generation_config)
+        return path, config, export_config, generation_config
 
-    def init_state(self, batch_size: int) -> OnnxCausalLMState:
+    def _run(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Runs the graph once: inputs and outputs in graph order (ids, mask, positions, *states -> logits, *states)."""
+        raise NotImplementedError
+
+    def init_state(self, batch_size: int) -> CausalLMState:
         """The state before any token: zeros, empty key/value caches."""
         zeros = zero_states(self.state_specs, batch_size, self.dtype)
-        tensors = {spec["name"]: tensor.numpy() for spec, tensor in zip(self.state_specs, zeros, strict=True)}
-        return OnnxCausalLMState(tensors, torch.zeros(batch_size, 0, dtype=torch.long))
+        return CausalLMState(zeros, torch.zeros(batch_size, 0, dtype=torch.long))
 
     def step(
         self,
         input_ids: torch.Tensor,
-        state: OnnxCausalLMState | None = None,
+        state: CausalLMState | None = None,
         attention_mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, OnnxCausalLMState]:
+    ) -> tuple[torch.Tensor, CausalLMState]:
         """Feeds `input_ids` (B, T) after `state` (None: a new sequence); `attention_mask` (B, T) marks this chunk's
         padding (default: all real). Returns the logits of every position (B, T, vocab) and the next state."""
         input_ids = torch.as_tensor(input_ids, dtype=torch.long)
@@ -455,22 +528,30 @@ class OnnxCausalLM:
             )
         if state is None:
             state = self.init_state(input_ids.shape[0])
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        attention_mask = torch.as_tensor(attention_mask, dtype=torch.long)
+        attention_mask = torch.ones_like(input_ids) if attention_mask is None else torch.as_tensor(attention_mask)
         if attention_mask.shape != input_ids.shape:
             raise ValueError(
                 f"`attention_mask` must have the shape of `input_ids` {tuple(input_ids.shape)} (this chunk only), got "
                 f"{tuple(attention_mask.shape)}."
             )
-        full_mask = torch.cat([state.attention_mask, attention_mask], dim=1)
-        # as HybridGRUModel._positions: real tokens counted from 0, padding clamped to 0
-        positions = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
-        feed = {"input_ids": input_ids.numpy(), "attention_mask": full_mask.numpy(), "position_ids": positions.numpy()}
-        feed.update(state.tensors)
-        logits, *tensors = self.session.run(self.output_names, feed)
-        next_state = OnnxCausalLMState(dict(zip(state.tensors, tensors, strict=True)), full_mask)
-        return torch.from_numpy(logits), next_state
+        self._check_lengths(input_ids.shape[0], state.attention_mask.shape[1] + input_ids.shape[1])
+        chunk = self.export_config.get("max_sequence_length") or input_ids.shape[1]
+        logits = []
+        for start in range(0, input_ids.shape[1], chunk):
+            ids, mask = input_ids[:, start : start + chunk], attention_mask[:, start : start + chunk].long()
+            full_mask = torch.cat([state.attention_mask, mask], dim=1)
+            # as HybridGRUModel._positions: real tokens counted from 0, padding clamped to 0
+            positions = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
+            chunk_logits, *tensors = self._run([ids, full_mask, positions, *state.tensors])
+            logits.append(chunk_logits)
+            state = CausalLMState(tensors, full_mask)
+        return torch.cat(logits, dim=1), state
+
+    def _check_lengths(self, batch_size: int, total_length: int) -> None:
+        for name, value in (("max_batch_size", batch_size), ("max_length", total_length)):
+            bound = self.export_config.get(name)
+            if bound is not None and value > bound:
+                raise ValueError(f"This export was built with {name}={bound}; the call needs {value}.")
 
     def generate(
         self,
@@ -483,24 +564,26 @@ class OnnxCausalLM:
         **kwargs,
     ) -> torch.LongTensor:
         """transformers' `generate()` for greedy search and multinomial sampling (`do_sample`, `temperature`, `top_k`,
-        `top_p`, `repetition_penalty`, `max_new_tokens`, `eos_token_id`, `pad_token_id`, ... as generation config
-        fields or keyword arguments). Pass left-padded batches with their `attention_mask`. Returns the prompt and the
-        new tokens (B, prompt + new); finished rows are filled with `pad_token_id`, as `generate()` does."""
+        `top_p`, `repetition_penalty`, `max_new_tokens`, `min_new_tokens`, `eos_token_id`, `pad_token_id`, ... as
+        generation config fields or keyword arguments). Pass left-padded batches with their `attention_mask`. Returns
+        the prompt and the new tokens (B, prompt + new); finished rows are filled with `pad_token_id`, as `generate()`
+        does."""
         generation_config = copy.deepcopy(generation_config or self.generation_config)
         unused = generation_config.update(**kwargs)
         if unused:
-            raise ValueError(f"OnnxCausalLM.generate got unknown argument(s) {sorted(unused)}.")
+            raise ValueError(f"{type(self).__name__}.generate got unknown argument(s) {sorted(unused)}.")
         if (generation_config.num_beams or 1) != 1 or (generation_config.num_return_sequences or 1) != 1:
             raise ValueError(
-                f"OnnxCausalLM.generate runs greedy search and sampling only; got num_beams="
+                f"{type(self).__name__}.generate runs greedy search and sampling only; got num_beams="
                 f"{generation_config.num_beams}, num_return_sequences={generation_config.num_return_sequences}."
             )
         input_ids = torch.as_tensor(input_ids, dtype=torch.long)
         batch, prompt_length = input_ids.shape
         if generation_config.max_new_tokens is not None:
             generation_config.max_length = prompt_length + generation_config.max_new_tokens
-        has_mask = attention_mask is not None
-        self._prepare_special_tokens(generation_config, has_mask, device=self.device, batch_size=batch)
+        self._prepare_special_tokens(
+            generation_config, attention_mask is not None, device=self.device, batch_size=batch
+        )
         if attention_mask is None:
             attention_mask = self._default_attention_mask(input_ids, generation_config)
         processors = self._get_logits_processor(
@@ -543,4 +626,66 @@ class OnnxCausalLM:
         return torch.ones_like(input_ids)
 
 
-__all__ = ["export_onnx", "OnnxCausalLM", "OnnxCausalLMState", "CausalLMStep", "state_specs"]
+class OnnxCausalLM(ExportedCausalLM):
+    """Runs an `export_onnx` folder with onnxruntime (`self.session`)."""
+
+    format = ONNX_FORMAT
+
+    def __init__(self, session, config: HybridGRUConfig, export_config: dict, generation_config: GenerationConfig):
+        super().__init__(config, export_config, generation_config)
+        self.session = session
+        self.input_names = [i.name for i in session.get_inputs()]
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | os.PathLike, providers: list | None = None, session_options=None
+    ) -> "OnnxCausalLM":
+        """Loads `export_onnx`'s folder (float or int8 alike). `providers` and `session_options` go to
+        `onnxruntime.InferenceSession` (default: the CPU provider)."""
+        import onnxruntime
+
+        path, config, export_config, generation_config = cls._read_folder(path)
+        session = onnxruntime.InferenceSession(
+            str(path / export_config["graph"]), sess_options=session_options,
+            providers=providers or ["CPUExecutionProvider"],
+        )  # fmt: skip
+        return cls(session, config, export_config, generation_config)
+
+    def _run(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        feed = {name: tensor.numpy() for name, tensor in zip(self.input_names, inputs, strict=True)}
+        return [torch.from_numpy(output) for output in self.session.run(None, feed)]
+
+
+class ExecuTorchCausalLM(ExportedCausalLM):
+    """Runs an `export_executorch` folder with ExecuTorch's Python runtime (`self.method`); prompts go one token per
+    call, through the decode-step program."""
+
+    format = EXECUTORCH_FORMAT
+
+    def __init__(self, method, config: HybridGRUConfig, export_config: dict, generation_config: GenerationConfig):
+        super().__init__(config, export_config, generation_config)
+        self.method = method
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> "ExecuTorchCausalLM":
+        from executorch.runtime import Runtime
+
+        path, config, export_config, generation_config = cls._read_folder(path)
+        method = Runtime.get().load_program(path / export_config["graph"]).load_method("forward")
+        return cls(method, config, export_config, generation_config)
+
+    def _run(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        # The outputs live in the program's planned memory, which the next call overwrites: copy them out.
+        return [output.clone() for output in self.method.execute([t.contiguous() for t in inputs])]
+
+
+__all__ = [
+    "export_onnx",
+    "export_executorch",
+    "OnnxCausalLM",
+    "ExecuTorchCausalLM",
+    "ExportedCausalLM",
+    "CausalLMState",
+    "CausalLMStep",
+    "state_specs",
+]

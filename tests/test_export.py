@@ -1,6 +1,8 @@
-"""ONNX export (`hf_gru.export_onnx`) and its onnxruntime runtime (`hf_gru.OnnxCausalLM`) against the PyTorch model.
+"""ONNX and ExecuTorch export (`hf_gru.export_onnx`, `hf_gru.export_executorch`) and their runtimes (`OnnxCausalLM`,
+`ExecuTorchCausalLM`) against the PyTorch model.
 
-One export per GRU variant, shared by the module (an export takes ~10 s on an idle core); the minGRU one is slow.
+One export per GRU variant and format, shared by the module (an export takes ~10-15 s on an idle core): the ONNX
+export of the classic GRU is in the fast suite, the others are slow.
 """
 
 import json
@@ -9,7 +11,15 @@ import pytest
 import torch
 
 import hf_gru.export as export_module
-from hf_gru import HybridGRUConfig, HybridGRUForCausalLM, HybridGRUForSequenceClassification, OnnxCausalLM, export_onnx
+from hf_gru import (
+    ExecuTorchCausalLM,
+    HybridGRUConfig,
+    HybridGRUForCausalLM,
+    HybridGRUForSequenceClassification,
+    OnnxCausalLM,
+    export_executorch,
+    export_onnx,
+)
 from tests.helpers import assert_close, tiny_config
 
 # hf_gru.export imports these only when exporting or loading a graph
@@ -22,9 +32,11 @@ TOKENIZER_FILES = {"tokenizer.json": '{"model": "bpe"}', "tokenizer_config.json"
 
 @pytest.fixture(scope="module", params=["gru", pytest.param("mingru", marks=pytest.mark.slow)])
 def exported(request, tmp_path_factory):
-    """(PyTorch model, OnnxCausalLM, export folder): exported from a saved folder holding tokenizer files."""
+    """(PyTorch model, OnnxCausalLM, export folder): GRU, sliding-window and full attention layers, exported from a
+    saved folder holding tokenizer files."""
     torch.manual_seed(0)
-    model = HybridGRUForCausalLM(tiny_config(gru_variant=request.param)).eval()
+    config = tiny_config(gru_variant=request.param, block_pattern="GLA", sliding_window=5)
+    model = HybridGRUForCausalLM(config).eval()
     folder = tmp_path_factory.mktemp(f"model-{request.param}")
     model.save_pretrained(folder)
     for name, text in TOKENIZER_FILES.items():
@@ -55,7 +67,7 @@ def test_folder_holds_graph_config_tokenizer_and_state_description(exported):
     graph_outputs = [o.name for o in runtime.session.get_outputs()]
     assert graph_outputs == ["logits", *(s["output"] for s in export_config["states"])]
     kinds = [(s["layer"], s["kind"]) for s in export_config["states"]]
-    assert kinds == [(0, "conv"), (0, "recurrent"), (1, "conv"), (1, "recurrent"), (2, "key"), (2, "value")]
+    assert kinds == [(0, "conv"), (0, "recurrent"), (1, "key"), (1, "value"), (2, "key"), (2, "value")]
     assert export_config["states"][4]["shape"] == ["batch", 2, "past_length", 8]
     assert export_config["quantization"] is None
 
@@ -172,7 +184,7 @@ def test_failed_export_leaves_no_folder(tmp_path, monkeypatch):
         path.write_bytes(b"half a graph")
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(export_module, "_export_graph", fail_half_way)
+    monkeypatch.setattr(export_module, "_export_onnx_graph", fail_half_way)
     with pytest.raises(RuntimeError, match="killed"):
         export_onnx(HybridGRUForCausalLM(tiny_config()), tmp_path / "out")
     assert list(tmp_path.iterdir()) == []  # neither `out` nor the staging folder
@@ -194,3 +206,51 @@ def test_state_specs_follow_the_layer_pattern():
         "past.2.key": ["batch", 2, "past_length", 8],
         "past.2.value": ["batch", 2, "past_length", 8],
     }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# ExecuTorch: the decode step as a .pte, run by ExecuTorch's Python runtime
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=[pytest.param(v, marks=pytest.mark.slow) for v in ("gru", "mingru")])
+def executorch_exported(request, tmp_path_factory):
+    """(PyTorch model, ExecuTorchCausalLM): portable kernels, batch up to 4, up to 96 tokens. Slow: lowering takes
+    ~15 s on an idle core."""
+    pytest.importorskip("executorch", reason="needs executorch (see the export extra)")
+    torch.manual_seed(0)
+    model = HybridGRUForCausalLM(tiny_config(gru_variant=request.param)).eval()
+    output = tmp_path_factory.mktemp(f"executorch-{request.param}") / "pte"
+    export_executorch(model, output, max_length=96, max_batch_size=4)
+    return model, ExecuTorchCausalLM.from_pretrained(output)
+
+
+def test_executorch_prefill_and_64_decode_steps_match_pytorch(executorch_exported):
+    model, runtime = executorch_exported
+    ids = torch.randint(3, 99, (2, 9))
+    with torch.no_grad():
+        out = model(ids, use_cache=True)
+        logits, state = runtime.step(ids)  # the decode-step program, one token at a time
+        assert_close(logits, out.logits, atol=1e-4, msg="prefill")
+        cache = out.cache
+        for step, token in enumerate(torch.randint(3, 99, (64, 2, 1))):
+            out = model(token, cache=cache, use_cache=True)
+            logits, state = runtime.step(token, state)
+            assert_close(logits, out.logits, atol=1e-4, msg=f"decode step {step}")
+
+
+def test_executorch_greedy_and_left_padded_generate_equal_pytorch(executorch_exported):
+    model, runtime = executorch_exported
+    ids, mask = _prompts([3, 7])
+    kwargs = dict(attention_mask=mask, max_new_tokens=64, min_new_tokens=64)
+    assert torch.equal(runtime.generate(ids, **kwargs), model.generate(ids, **kwargs))
+
+
+def test_executorch_bounds_are_checked(executorch_exported):
+    _, runtime = executorch_exported
+    with pytest.raises(ValueError, match="max_length=96"):
+        runtime.step(torch.randint(3, 99, (1, 97)))
+    with pytest.raises(ValueError, match="max_batch_size=4"):
+        runtime.step(torch.randint(3, 99, (5, 1)))
+    with pytest.raises(ValueError, match="backend='vulkan'"):
+        export_executorch(HybridGRUForCausalLM(tiny_config()), "unused", backend="vulkan")
