@@ -141,7 +141,8 @@ def summarize(rows: dict) -> dict:
         row["perplexity_ratio"] = row["perplexity"] / base["perplexity"]
         row["speed_ratio"] = row["tokens_per_s"] / base["tokens_per_s"]
         print(f"| {name} | {row['bytes'] / 2**20:.2f} | {row['size_ratio']:.1%} | {row['perplexity']:.2f} | "
-              f"{row['perplexity_ratio'] - 1:+.2%} | {row['tokens_per_s']:.0f} | {row['speed_ratio']:.2f}x |")  # fmt: skip
+              f"{row['perplexity_ratio'] - 1:+.2%} | {row['tokens_per_s']:.0f} | "
+              f"{row['speed_ratio']:.2f}x |")  # fmt: skip
     report = {}
     for name in ("PyTorch int8 (torchao)", "ONNX int8 (onnxruntime)"):
         row = rows[name]

@@ -1,4 +1,4 @@
-"""Dynamic int8 quantization for CPU inference: of the PyTorch model (torchao) and of exported ONNX graphs (onnxruntime).
+"""Dynamic int8 quantization for CPU inference: the PyTorch model (torchao) and exported ONNX graphs (onnxruntime).
 
 Both keep activations in float between layers and quantize them per call ("dynamic"): weights are stored as int8
 with one float scale per output channel, and each matmul quantizes its input on the fly, so no calibration data is

@@ -16,7 +16,8 @@ from .helpers import tiny_config
 
 @pytest.fixture(scope="module")
 def corpus_and_tokenizer(tmp_path_factory):
-    corpus, _ = write_tiny_data(tmp_path_factory.mktemp("corpus"), train_lines=2500, valid_lines=1)  # > 1000 lines per split
+    # more than 1000 lines per split: the script groups 1000 rows at a time
+    corpus, _ = write_tiny_data(tmp_path_factory.mktemp("corpus"), train_lines=2500, valid_lines=1)
     return corpus, train_bpe_tokenizer(corpus.read_text().splitlines(), vocab_size=300)
 
 
