@@ -7,6 +7,7 @@ GRU time loops: references, fused scans, cuDNN), `input_checks_hybrid_gru.py` (e
 next to a checkpoint, so they import only torch, transformers and each other.
 """
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -272,6 +273,13 @@ def repeat_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
     return hidden_states.reshape(batch, kv_heads * n_rep, seq_len, head_dim)
 
 
+def attention_implementation(config: HybridGRUConfig, output_attentions: bool | None) -> str:
+    """The attention function of one call. Only eager attention materialises the weights, so a call that asks for
+    them runs eager attention, and the model builds that call's masks for it too (eager adds a float mask to the
+    scores, where SDPA takes a boolean one, or none at all for a plain causal mask)."""
+    return "eager" if output_attentions else config._attn_implementation
+
+
 def eager_attention_forward(
     module: nn.Module,
     query: torch.Tensor,
@@ -330,9 +338,7 @@ class HybridGRUAttention(nn.Module):
         if cache is not None and self.is_causal:
             key, value = cache.update(key, value, self.layer_idx)
 
-        implementation = self.config._attn_implementation
-        if kwargs.get("output_attentions") and implementation == "sdpa":
-            implementation = "eager"  # SDPA never materialises the weights; this call asked for them
+        implementation = attention_implementation(self.config, kwargs.get("output_attentions"))
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         attn_output, attn_weights = attention_interface(
             self,
@@ -395,7 +401,7 @@ class HybridGRUPreTrainedModel(HybridGRUSerializationMixin, PreTrainedModel):
     _no_split_modules = ["HybridGRUDecoderLayer"]
     _supports_flash_attn = True
     _supports_sdpa = True
-    _supports_flex_attn = False
+    _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True  # the time loops are custom ops (`gru_scan`, `linear_scan`): no graph breaks
     _is_stateful = True  # the GRU state cannot be rolled back, so assisted decoding is off
@@ -437,11 +443,14 @@ class HybridGRUPreTrainedModel(HybridGRUSerializationMixin, PreTrainedModel):
 
 
 class HybridGRUModel(HybridGRUPreTrainedModel):
-    def __init__(self, config: HybridGRUConfig):
+    def __init__(self, config: HybridGRUConfig, token_embeddings: bool = True):
+        """`token_embeddings=False`: no token table, for heads that feed `inputs_embeds` only (time series, speech)."""
         super().__init__(config)
         self.padding_idx = config.pad_token_id
         self.vocab_size = config.vocab_size
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
+        self.embed_tokens = None
+        if token_embeddings:
+            self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
         self.layers = nn.ModuleList([HybridGRUDecoderLayer(config, i) for i in range(config.num_hidden_layers)])
         self.norm = HybridGRURMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.rotary_emb = HybridGRURotaryEmbedding(config)
@@ -462,6 +471,10 @@ class HybridGRUModel(HybridGRUPreTrainedModel):
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPast:
         check_inputs(self.config, input_ids, inputs_embeds, attention_mask, position_ids, cache, self.dtype)
+        if input_ids is not None and self.embed_tokens is None:
+            raise ValueError(
+                "This backbone was built without token embeddings: pass `inputs_embeds`, not `input_ids`."
+            )
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         if self.config.bidirectional:
@@ -474,7 +487,8 @@ class HybridGRUModel(HybridGRUPreTrainedModel):
             position_ids = self._positions(inputs_embeds, attention_mask, cache if has_attention else None)
         masks = attention_mask
         if not isinstance(masks, dict):
-            masks = self._build_masks(inputs_embeds, attention_mask, cache, position_ids)
+            implementation = attention_implementation(self.config, kwargs.get("output_attentions"))
+            masks = self._build_masks(inputs_embeds, attention_mask, cache, position_ids, implementation)
 
         hidden_states = inputs_embeds
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
@@ -499,9 +513,14 @@ class HybridGRUModel(HybridGRUPreTrainedModel):
         past = cache.get_seq_length() if cache is not None else 0
         return (torch.arange(seq_len, device=inputs_embeds.device) + past).unsqueeze(0)
 
-    def _build_masks(self, inputs_embeds, attention_mask, cache, position_ids) -> dict:
+    def _build_masks(self, inputs_embeds, attention_mask, cache, position_ids, implementation: str) -> dict:
+        """One mask per layer type, each built for the attention function the layers run in this call."""
+        config = self.config
+        if implementation != config._attn_implementation:
+            config = copy.copy(config)
+            config._attn_implementation_internal = implementation
         mask_kwargs = {
-            "config": self.config,
+            "config": config,
             "inputs_embeds": inputs_embeds,
             "attention_mask": attention_mask,
             "cache": cache,
@@ -509,11 +528,9 @@ class HybridGRUModel(HybridGRUPreTrainedModel):
         }
         masks = {"linear_attention": create_recurrent_attention_mask(**mask_kwargs)}
         if self.config.bidirectional:
-            full = create_bidirectional_mask(
-                config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask
-            )
+            full = create_bidirectional_mask(config=config, inputs_embeds=inputs_embeds, attention_mask=attention_mask)
             return {**masks, "full_attention": full, "sliding_attention": full}
-        layer_types = set(self.config.layer_types)
+        layer_types = set(config.layer_types)
         if "full_attention" in layer_types:
             masks["full_attention"] = create_causal_mask(**mask_kwargs)
         if "sliding_attention" in layer_types:

@@ -99,6 +99,8 @@ class HybridGRUForCTC(HybridGRUPreTrainedModel):
     """Log-mel frames in, per-frame token logits out (CTC; blank = `pad_token_id`). Works with the ASR pipeline."""
 
     main_input_name = "input_features"
+    # Checkpoints saved before the backbone dropped its unused token table for this head still hold it.
+    _keys_to_ignore_on_load_unexpected = [r"^model\.embed_tokens\.weight$"]
 
     def __init__(self, config: HybridGRUConfig):
         super().__init__(config)
@@ -108,7 +110,9 @@ class HybridGRUForCTC(HybridGRUPreTrainedModel):
                 f"{config.vocab_size}), got pad_token_id={config.pad_token_id}."
             )
         self.subsampler = HybridGRUConvSubsampler(config)
-        self.model = HybridGRUModel(config)  # built directly: remote code cannot call AutoModel without trust
+        # Built directly (remote code cannot call AutoModel without trust), and without the token table: this head
+        # embeds frames itself.
+        self.model = HybridGRUModel(config, token_embeddings=False)
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
         self.post_init()

@@ -152,8 +152,8 @@ class HybridGRUForTimeSeriesPrediction(HybridGRUPreTrainedModel):
     Inputs follow `PatchTSTForPrediction`. Config: `context_length` (the context length to train with; the backbone
     is recurrent, so `forward` accepts any length), `prediction_length`, `num_input_channels`, `patch_length` (time
     steps per token), `scaling` (`"std"`, `"mean"` or None), `loss` (`"mse"`, `"mae"`, or `"nll"` for a Student-t
-    head whose paths `generate()` samples), `num_parallel_samples`. The token embedding table of the backbone is not
-    used: configs made for this head can set `vocab_size=1`.
+    head whose paths `generate()` samples), `num_parallel_samples`. The backbone has no token embedding table
+    (`vocab_size` is unused; checkpoints that hold a table still load).
 
     ```python
     >>> import torch
@@ -169,10 +169,14 @@ class HybridGRUForTimeSeriesPrediction(HybridGRUPreTrainedModel):
     # The loss is a mean over the batch's observed points, so the Trainer must average over gradient-accumulation
     # steps itself rather than pass `num_items_in_batch`.
     accepts_loss_kwargs = False
+    # Checkpoints saved before the backbone dropped its unused token table for this head still hold it.
+    _keys_to_ignore_on_load_unexpected = [r"^model\.embed_tokens\.weight$"]
 
     def __init__(self, config: HybridGRUConfig):
         super().__init__(config)
-        self.model = HybridGRUModel(config)  # built directly: remote code cannot call AutoModel without trust
+        # Built directly (remote code cannot call AutoModel without trust), and without the token table: this head
+        # embeds time steps itself.
+        self.model = HybridGRUModel(config, token_embeddings=False)
         self.patch_embedding = HybridGRUPatchEmbedding(config)
         self.num_future_patches = math.ceil(config.prediction_length / config.patch_length)
         # One learned token per future patch: the backbone runs on past patches followed by these placeholders, and

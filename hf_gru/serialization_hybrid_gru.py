@@ -15,12 +15,15 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 from transformers.configuration_utils import PreTrainedConfig
+from transformers.utils import logging
 
 STAGING_PREFIX = ".hf_gru_staging-"  # a save in progress; removed by the next save if the process died
 PREVIOUS_PREFIX = ".hf_gru_previous-"  # the files a save is replacing; removed once the new save is complete
 CHECKSUMS_NAME = "SHA256SUMS"  # `sha256sum -c SHA256SUMS` format, over the weight files of the save
 COMMIT_MARKERS = ("config.json", "adapter_config.json")  # written last: without them a folder does not load
 _SHARD = r"(-\d{5}-of-\d{5})?"
+
+logger = logging.get_logger(__name__)
 
 # Where each Auto class finds its class once the checkpoint is a folder of remote code (see `save_pretrained`).
 AUTO_MAP = {
@@ -155,8 +158,8 @@ def _write_checksums(folder: Path, files: list[Path]) -> None:
 
 def check_local_checkpoint(folder: Path, config_given: bool, safetensors_only: bool, variant: str | None) -> None:
     """OSErrors for a local checkpoint folder that would load wrong or fail obscurely: an interrupted save, a
-    missing config, `.bin`-only weights, a weight file whose SHA-256 differs from `SHA256SUMS`, or a safetensors file
-    whose header is unreadable (truncated or corrupted)."""
+    missing config, `.bin`-only weights, or a safetensors file whose header is unreadable (truncated or corrupted).
+    A weight file that differs from `SHA256SUMS` only gets a warning: tools rewrite weights on purpose."""
     interrupted = sorted(p.name for p in folder.glob(f"{PREVIOUS_PREFIX}*"))
     if not (folder / "config.json").is_file() and (interrupted or not config_given):
         hint = f" An interrupted save_pretrained left {interrupted}, holding the previous save." if interrupted else ""
@@ -175,7 +178,11 @@ def check_local_checkpoint(folder: Path, config_given: bool, safetensors_only: b
             with safe_open(path, framework="pt"):
                 pass
         except (SafetensorError, OSError) as error:
-            raise OSError(f"Weight file {str(path)!r} is truncated or corrupted: {error}.") from error
+            raise OSError(
+                f"Weight file {str(path)!r} is truncated or corrupted (safetensors cannot read it: {error}). Download "
+                f"or copy it again, or restore it from a backup; `sha256sum -c {CHECKSUMS_NAME}` in the folder checks "
+                "a copy against the save."
+            ) from error
 
 
 def _verify_checksums(folder: Path) -> None:
@@ -185,20 +192,29 @@ def _verify_checksums(folder: Path) -> None:
     for line in sums.read_text(encoding="utf-8").splitlines():
         expected, name = line.split(maxsplit=1)
         path = folder / name.strip()
-        if not path.is_file():
-            raise OSError(f"Weight file {str(path)!r}, listed in {CHECKSUMS_NAME}, is missing.")
-        if _sha256(path) != expected:
-            raise OSError(
-                f"Weight file {str(path)!r} does not match its SHA-256 in {CHECKSUMS_NAME}: it is corrupted or was "
-                f"changed after saving. Re-save it, or delete {CHECKSUMS_NAME} if the change was deliberate."
+        if not path.is_file():  # e.g. a tool re-saved the weights as shards; transformers reports what is missing
+            logger.warning(f"Weight file {str(path)!r}, listed in {CHECKSUMS_NAME}, is missing.")
+        elif _sha256(path) != expected:  # rewritten on purpose (conversion, pruning, hand edits) or damaged
+            logger.warning(
+                f"Weight file {str(path)!r} does not match its SHA-256 in {CHECKSUMS_NAME}: it was changed after "
+                f"saving. Loading what it holds; re-save the model to refresh {CHECKSUMS_NAME}, or restore the file "
+                "if the change was not deliberate."
             )
 
 
-def check_loaded_keys(model, info: dict, path: str, allow_mismatch: bool) -> None:
-    """ValueErrors for backbone tensors the checkpoint lacks, has extra, or has with another shape.
+class CheckpointShapeError(RuntimeError, ValueError):
+    """A checkpoint tensor whose shape differs from the model's: a RuntimeError as transformers raises (its test suite
+    and users' `except RuntimeError` rely on that), and a ValueError as hf_gru's other bad-checkpoint errors."""
+
+
+def check_loaded_keys(model, info: dict, path: str, allow_mismatch: bool, report_asked: bool = False) -> None:
+    """ValueErrors for backbone tensors the checkpoint lacks or has extra; `CheckpointShapeError` for tensors of
+    another shape (transformers has logged them already, with the load report).
 
     The backbone is `model.base_model` (embeddings, layers, final norm). Tensors of a task head may be missing: they
-    are the new head of a fine-tuning run, initialised (and reported) by transformers as usual.
+    are the new head of a fine-tuning run, initialised (and reported) by transformers as usual. `report_asked`
+    (`output_loading_info=True`): the caller reads the missing and unexpected keys from the returned report, as
+    with transformers, so they are not raised.
     """
     prefix = model.base_model_prefix
     backbone = {name for name, _ in model.base_model.named_children()}
@@ -209,7 +225,7 @@ def check_loaded_keys(model, info: dict, path: str, allow_mismatch: bool) -> Non
 
     for kind in ("missing_keys", "unexpected_keys"):
         keys = sorted(k for k in info.get(kind, ()) if in_backbone(k))
-        if keys:
+        if keys and not report_asked:
             what = f"lacks {len(keys)}" if kind == "missing_keys" else f"has {len(keys)} unexpected"
             raise ValueError(
                 f"Checkpoint {path!r} {what} backbone tensor(s) of {type(model).__name__}: {keys[:8]}"
@@ -221,7 +237,7 @@ def check_loaded_keys(model, info: dict, path: str, allow_mismatch: bool) -> Non
         for item in info.get("mismatched_keys", ())
     )
     if mismatched and not allow_mismatch:
-        raise ValueError(
+        raise CheckpointShapeError(
             f"Checkpoint {path!r} has {len(mismatched)} tensor(s) whose shape differs from the model's: "
             f"{mismatched[:8]}. Pass ignore_mismatched_sizes=True to re-initialise them (e.g. a new label count)."
         )
@@ -301,12 +317,15 @@ class HybridGRUSerializationMixin:
         - `use_safetensors=True`: pickle `.bin` weights are refused; `use_safetensors=None` allows them (transformers
           then reads them with `torch.load(weights_only=True)`).
         - `strict=True`: OSError for a local folder with no `config.json` (transformers would build a default
-          config), left by an interrupted save, whose weights differ from their `SHA256SUMS`, or whose safetensors
-          header is truncated or corrupted; ValueError for a config whose `model_type` is not `hybrid_gru`, that
-          fails validation, or a checkpoint that lacks backbone tensors, has unexpected backbone tensors, or tensors
-          of another shape (unless `ignore_mismatched_sizes=True`). Missing task-head tensors are fine: that is a new
-          head being fine-tuned, initialised and reported by transformers as usual. `strict=False` restores
-          transformers' behaviour. Loading writes nothing into the checkpoint folder.
+          config), left by an interrupted save, or whose safetensors header is truncated or corrupted; ValueError for
+          a config whose `model_type` is not `hybrid_gru`, that fails validation, or a checkpoint that lacks backbone
+          tensors or has unexpected backbone tensors; `CheckpointShapeError` (a RuntimeError, as transformers raises,
+          and a ValueError) for tensors of another shape, unless `ignore_mismatched_sizes=True`, which re-initialises
+          them and logs which (transformers' load report). With `output_loading_info=True` missing and unexpected
+          tensors are reported in the returned info, not raised. Missing task-head tensors are fine: that is a new head
+          being fine-tuned, initialised and reported by transformers as usual. `strict=False` restores transformers'
+          behaviour. Weights that differ from their `SHA256SUMS` (rewritten by a conversion or pruning tool, or by
+          hand) load with a warning. Loading writes nothing into the checkpoint folder.
         """
         if not strict:
             return super().from_pretrained(
@@ -334,5 +353,5 @@ class HybridGRUSerializationMixin:
             pretrained_model_name_or_path, *model_args, use_safetensors=use_safetensors,
             output_loading_info=True, ignore_mismatched_sizes=True, **kwargs,
         )  # fmt: skip
-        check_loaded_keys(model, info, path, allow_mismatch)
+        check_loaded_keys(model, info, path, allow_mismatch, report_asked=want_info)
         return (model, info) if want_info else model

@@ -98,27 +98,29 @@ def test_bad_inputs_raise_value_errors_naming_the_value():
 
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_ctc_loss_decreases_and_greedy_decoding_learns_the_tokens(bidirectional):
-    torch.manual_seed(0)
-    model = HybridGRUForCTC(ctc_config(bidirectional=bidirectional)).train()
-    features, mask, labels = synthetic_utterances(8)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(60):
-        loss = model(features, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
-    assert losses[-1] < 0.3 * losses[0], losses[::10]
-    model.eval()
-    with torch.no_grad():
-        logits = model(features, attention_mask=mask).logits
-    lengths = model.get_output_lengths(mask.sum(-1))
+    """Three seeds, so one unlucky initialisation does not decide: at least 18 of 24 utterances decoded exactly."""
     correct = 0
-    for row, n, target in zip(logits.argmax(-1), lengths, labels, strict=True):
-        collapsed = torch.unique_consecutive(row[:n])
-        correct += collapsed[collapsed != 0].tolist() == target[target >= 0].tolist()
-    assert correct >= 6, f"only {correct}/8 utterances decoded exactly (losses {losses[::10]})"
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = HybridGRUForCTC(ctc_config(bidirectional=bidirectional)).train()
+        features, mask, labels = synthetic_utterances(8)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        losses = []
+        for _ in range(60):
+            loss = model(features, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+        assert losses[-1] < 0.3 * losses[0], losses[::10]
+        model.eval()
+        with torch.no_grad():
+            logits = model(features, attention_mask=mask).logits
+        lengths = model.get_output_lengths(mask.sum(-1))
+        for row, n, target in zip(logits.argmax(-1), lengths, labels, strict=True):
+            collapsed = torch.unique_consecutive(row[:n])
+            correct += collapsed[collapsed != 0].tolist() == target[target >= 0].tolist()
+    assert correct >= 18, f"only {correct}/24 utterances decoded exactly"
 
 
 def test_loss_ignores_label_padding_and_matches_per_utterance_losses():
