@@ -44,8 +44,8 @@ def test_export_and_run_reports_every_variant(lm_folder, tmp_path):
                               "ONNX int8 (onnxruntime)"]  # fmt: skip
     # the float ONNX graph computes what the PyTorch model computes
     assert variants["ONNX fp32 (onnxruntime)"]["perplexity"] == pytest.approx(variants["PyTorch fp32"]["perplexity"])
-    for name in ("PyTorch int8 (torchao)", "ONNX int8 (onnxruntime)"):
-        assert variants[name]["size_ratio"] < 0.6 and 0.9 < variants[name]["perplexity_ratio"] < 1.1
+    for name in ("PyTorch int8 (torchao)", "ONNX int8 (onnxruntime)"):  # width 32: scales and graph weigh more
+        assert variants[name]["size_ratio"] < 0.8 and 0.9 < variants[name]["perplexity_ratio"] < 1.1
     assert (tmp_path / "out" / "int8" / "model.onnx").is_file() and (tmp_path / "out" / "results.json").is_file()
     with pytest.raises(ValueError, match="not empty"):
         load_example("export_and_run").main(argv)
