@@ -48,6 +48,7 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 import hf_gru  # noqa: F401  (registers model_type "hybrid_gru" with the Auto classes)
+from hf_gru.conversion import llama_config_from
 from hf_gru.hub import HubPushError, push_folder_to_hub, write_model_card
 from hf_gru.lora import DEFAULT_TARGETS, lora_targets
 from hf_gru.plotting import save_loss_curve
@@ -76,6 +77,13 @@ class ModelArguments:
         },
     )
     tokenizer_vocab_size: int = field(default=4096, metadata={"help": "Vocabulary size of a newly trained BPE."})
+    model_type: str = field(
+        default="hybrid_gru",
+        metadata={
+            "help": "hybrid_gru, or llama: a Llama of the config's sizes with attention in every layer (a teacher for "
+            "examples/hybridize.py, or a baseline)."
+        },
+    )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom code from Hub configs/models."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded and processed data is cached."})
     use_lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter (peft) instead of all weights."})
@@ -264,6 +272,8 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments) -> Non
         )
     if model_args.use_lora and not model_args.model_name_or_path:
         raise ValueError("--use_lora adapts pretrained weights: pass --model_name_or_path too.")
+    if model_args.model_type not in ("hybrid_gru", "llama"):
+        raise ValueError(f"--model_type must be hybrid_gru or llama, got {model_args.model_type!r}.")
 
 
 def resolve_checkpoint(training_args: TrainingArguments) -> str | None:
@@ -370,6 +380,8 @@ def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase) 
             model.resize_token_embeddings(len(tokenizer))
     else:
         config = AutoConfig.from_pretrained(model_args.config_name or str(DEFAULT_CONFIG), **common)
+        if model_args.model_type == "llama":
+            config = llama_config_from(config)
         config.vocab_size = len(tokenizer)
         config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
         config.pad_token_id = tokenizer.pad_token_id
@@ -449,8 +461,10 @@ def log_setup(training_args: TrainingArguments, model, train_set, eval_set, bloc
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
         config = model.config
-        print(f"model: {total / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trainable), layers "
-              f"{config.block_pattern!r} x {config.num_hidden_layers}, gru_variant {config.gru_variant}")  # fmt: skip
+        layers = f"{config.num_hidden_layers} {config.model_type} layers"
+        if config.model_type == "hybrid_gru":
+            layers = f"{config.block_pattern!r} x {config.num_hidden_layers}, gru_variant {config.gru_variant}"
+        print(f"model: {total / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trainable), layers {layers}")  # fmt: skip
         print(f"data: {len(train_set)} train / {len(eval_set)} validation blocks; torch threads "
               f"{torch.get_num_threads()}", flush=True)  # fmt: skip
 
@@ -480,6 +494,9 @@ def write_card(output_dir: Path, metrics: dict, command: str, all_args: tuple, m
     else:
         dataset = CORPUS_NAME
     kind = "LoRA adapter for" if model_args.use_lora else "HybridGRU"
+    shape = "GRU blocks interleaved with self-attention"
+    if model_args.model_type == "llama":
+        kind, shape = ("LoRA adapter for" if model_args.use_lora else "Llama"), "self-attention in every layer"
     base = model_args.model_name_or_path or model_args.config_name or "configs/hybrid-gru-tiny"
     usage = f"""
 from transformers import pipeline
@@ -512,7 +529,7 @@ tokenizer = AutoTokenizer.from_pretrained("{output_dir}")
         output_dir,
         title=f"{kind} {output_dir.name}",
         summary=(
-            f"A {kind} causal language model (GRU blocks interleaved with self-attention, built from `{base}`), "
+            f"A {kind} causal language model ({shape}, built from `{base}`), "
             "trained with the Hugging Face `Trainer` by hf_gru's `examples/train_causal_lm.py`. Validation "
             "perplexity is exp(mean token cross-entropy) on the held-out validation blocks."
         ),

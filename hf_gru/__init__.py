@@ -51,19 +51,23 @@ _register(_AUTO_CLASSES)
 _register({AutoModelForTimeSeriesPrediction: HybridGRUForTimeSeriesPrediction})
 _register({AutoModelForCTC: HybridGRUForCTC})
 
-# Loaded on first use: the exporter and its runtime are not needed to train or load a model.
-_LAZY = {name: "export" for name in ("export_onnx", "export_executorch", "OnnxCausalLM", "ExecuTorchCausalLM")}
+# Loaded on first use: the Trainer they build on takes seconds to import, which a plain model load should not pay; the
+# exporter and its runtimes are not needed to train or load a model.
+_LAZY = {"convert_to_hybrid": ".conversion", "DistillationTrainer": ".distillation"}
+_LAZY.update({name: ".export" for name in ("export_onnx", "export_executorch", "OnnxCausalLM", "ExecuTorchCausalLM")})
 
 
 def __getattr__(name: str):
     if name in _LAZY:
-        from importlib import import_module
+        import importlib
 
-        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'hf_gru' has no attribute {name!r}")
 
 
 __all__ = [
+    "convert_to_hybrid",
+    "DistillationTrainer",
     "HybridGRUConfig",
     "HybridGRUPreTrainedModel",
     "HybridGRUModel",

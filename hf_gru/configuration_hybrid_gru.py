@@ -36,6 +36,8 @@ class HybridGRUConfig(PreTrainedConfig):
         bidirectional (`bool`, defaults to `False`):
             Encoder mode for classification, tagging and CTC: a backward GRU beside the forward one and non-causal
             attention. Causal language models refuse it.
+        qk_norm (`bool`, defaults to `False`):
+            Per-head RMSNorm of queries and keys before RoPE, as in Qwen3.
 
     Time-series fields (used by `HybridGRUForTimeSeriesPrediction`): `context_length`, `prediction_length`,
     `num_input_channels`, `patch_length` (1 = one token per time step), `scaling` (`"mean"`, `"std"` or `None`),
@@ -82,6 +84,7 @@ class HybridGRUConfig(PreTrainedConfig):
     eos_token_id: int | list[int] | None = None
     use_cache: bool = True
     attention_bias: bool = False
+    qk_norm: bool = False  # per-head RMSNorm of queries and keys (Qwen3); lets hf_gru.convert_to_hybrid copy Qwen3
     attention_dropout: float | int = 0.0
     sliding_window: int | None = None
     block_pattern: str = "GGA"
