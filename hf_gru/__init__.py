@@ -51,10 +51,16 @@ _register(_AUTO_CLASSES)
 _register({AutoModelForTimeSeriesPrediction: HybridGRUForTimeSeriesPrediction})
 _register({AutoModelForCTC: HybridGRUForCTC})
 
-# Loaded on first use: the Trainer they build on takes seconds to import, which a plain model load should not pay; the
-# exporter and its runtimes are not needed to train or load a model.
+# Loaded on first use: the Trainer they build on takes seconds to import, which a plain model load should not pay;
+# the exporters and their runtimes are not needed to train or load a model.
 _LAZY = {"convert_to_hybrid": ".conversion", "DistillationTrainer": ".distillation"}
-_LAZY.update({name: ".export" for name in ("export_onnx", "export_executorch", "OnnxCausalLM", "ExecuTorchCausalLM")})
+_LAZY.update(
+    dict.fromkeys(
+        ["export_onnx", "export_executorch", "OnnxCausalLM", "ExecuTorchCausalLM", "OnnxTimeSeriesForecaster",
+         "OnnxCTCRecognizer"],
+        ".export",
+    )
+)  # fmt: skip
 
 
 def __getattr__(name: str):
@@ -81,4 +87,6 @@ __all__ = [
     "export_executorch",
     "OnnxCausalLM",
     "ExecuTorchCausalLM",
+    "OnnxTimeSeriesForecaster",
+    "OnnxCTCRecognizer",
 ]

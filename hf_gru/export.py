@@ -1,11 +1,14 @@
-"""ONNX and ExecuTorch export of HybridGRU causal LMs with the recurrent state as explicit graph inputs and outputs,
-and runtimes that carry that state between calls: `OnnxCausalLM` (onnxruntime) and `ExecuTorchCausalLM`.
+"""ONNX and ExecuTorch export of HybridGRU models with the recurrent state as explicit graph inputs and outputs, and
+runtimes that carry that state between calls: `OnnxCausalLM` (onnxruntime) and `ExecuTorchCausalLM` for the causal
+LM, `OnnxTimeSeriesForecaster` (streaming forecast) and `OnnxCTCRecognizer` (streaming recognition) for the other
+causal heads.
 
 The model's state lives in a transformers `Cache`, a Python object no exporter can trace. `CausalLMStep` re-states one
-forward of `HybridGRUForCausalLM` on the model's own modules (norms, projections, rotary embedding, MLPs) with the state
-as plain tensors: per attention layer its keys and values (batch, kv_heads, past_length, head_dim), per GRU layer the
-last `gru_conv_kernel - 1` inputs of the short convolution (batch, hidden_size, kernel - 1) and the recurrent state
-(batch, gru_hidden_size). One graph serves prefill and decoding: batch, sequence and past lengths are dynamic.
+forward of `HybridGRUForCausalLM` on the model's own modules (norms, projections, rotary embedding, MLPs) with the
+state as plain tensors: per attention layer its keys and values (batch, kv_heads, past_length, head_dim), per GRU
+layer the last `gru_conv_kernel - 1` inputs of the short convolution (batch, hidden_size, kernel - 1) and the
+recurrent state (batch, gru_hidden_size). One graph serves prefill and decoding: batch, sequence and past lengths are
+dynamic. `TimeSeriesStep` and `CTCStep` do the same for the other heads on the shared `backbone_step`.
 
 Recurrence. `torch.export` cannot trace a Python loop over a dynamic length, nor `nn.GRU` with a dynamic length, and
 the model's fast paths are custom ops that no ONNX runtime knows. The time loop is therefore written with torch's
@@ -15,6 +18,10 @@ log-space scan would also export, but it lost ~1e-4 against the loop here (see D
 ONNX's own `GRU` op cannot keep the state on left-padding positions (it takes right-aligned `sequence_lens` only).
 Decoding runs one `Scan` iteration per GRU layer. A graph traced for one token (the ExecuTorch decode step; ExecuTorch
 has no scan) holds a single cell instead.
+
+Limits. Attention is eager (float32 softmax) over explicit keys and values. Sliding-window layers keep every key and
+apply the window in the mask (the cache grows like a full-attention one; transformers' cache drops old keys). Beam
+search is not offered by the runtimes. Float32 is what the parity tests cover.
 """
 
 import copy
@@ -36,8 +43,11 @@ from .modeling_hybrid_gru import (
     HybridGRUAttention,
     HybridGRUForCausalLM,
     HybridGRUMixer,
+    HybridGRUModel,
     apply_rotary_pos_emb,
 )
+from .modeling_hybrid_gru_ctc import HybridGRUForCTC
+from .modeling_hybrid_gru_time_series import HybridGRUForTimeSeriesPrediction, scaling_statistics, student_t_domain
 from .recurrence_hybrid_gru import gru_cell, mingru_gates
 
 ONNX_FILE = "model.onnx"
@@ -47,7 +57,7 @@ ONNX_FORMAT = "hf_gru-onnx"
 EXECUTORCH_FORMAT = "hf_gru-executorch"
 EXPORT_FORMAT_VERSION = 1
 GRAPH_INPUTS = ("input_ids", "attention_mask", "position_ids")  # then the states, see `state_specs`
-# Files of a tokenizer or processor copied from a model folder next to the graph, so the export folder is self-contained.
+# Tokenizer / processor files copied from a model folder next to the graph, so the export folder is self-contained.
 PROCESSOR_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
     "vocab.txt", "merges.txt", "tokenizer.model", "chat_template.jinja", "chat_template.json",
@@ -55,7 +65,12 @@ PROCESSOR_FILES = (
 )  # fmt: skip
 QUANTIZATIONS = ("int8",)
 EXECUTORCH_BACKENDS = ("portable", "xnnpack")
-EXPORTABLE = {"HybridGRUForCausalLM": "causal-lm"}
+EXPORTABLE = {
+    "HybridGRUForCausalLM": "causal-lm",
+    "HybridGRUForTimeSeriesPrediction": "time-series-forecasting",
+    "HybridGRUForCTC": "automatic-speech-recognition",
+}
+SUBSAMPLING = 4  # frames per CTC output frame: HybridGRUConvSubsampler's two stride-2 convs
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -64,18 +79,19 @@ EXPORTABLE = {"HybridGRUForCausalLM": "causal-lm"}
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def state_specs(config: HybridGRUConfig) -> list[dict]:
-    """One entry per state tensor, in graph order: `name` (graph input), `output` (graph output carrying its next value),
-    `layer`, `layer_type`, `kind` (key, value, conv, recurrent) and `shape` with symbolic `batch` / `past_length`."""
+def state_specs(config: HybridGRUConfig, batch: str = "batch") -> list[dict]:
+    """One entry per state tensor, in graph order: `name` (graph input), `output` (graph output with its next value),
+    `layer`, `layer_type`, `kind` (key, value, conv, recurrent) and `shape` with symbolic `batch` (rows of the
+    backbone; `series` = batch * channels for the time-series head) and `past_length`."""
     specs = []
     for idx, layer_type in enumerate(config.layer_types):
         if layer_type == "linear_attention":
             shapes = {
-                "conv": ["batch", config.hidden_size, config.gru_conv_kernel - 1],
-                "recurrent": ["batch", config.gru_hidden_size],
+                "conv": [batch, config.hidden_size, config.gru_conv_kernel - 1],
+                "recurrent": [batch, config.gru_hidden_size],
             }
         else:
-            kv = ["batch", config.num_key_value_heads, "past_length", config.head_dim]
+            kv = [batch, config.num_key_value_heads, "past_length", config.head_dim]
             shapes = {"key": kv, "value": list(kv)}
         for kind, shape in shapes.items():
             specs.append(
@@ -91,8 +107,19 @@ def state_specs(config: HybridGRUConfig) -> list[dict]:
     return specs
 
 
+def ctc_state_specs(config: HybridGRUConfig) -> list[dict]:
+    """The CTC head's states: the pending input frames of each subsampler conv, then the backbone's (`state_specs`)."""
+    widths = [config.num_mel_bins, config.conv_subsampling_channels]
+    subsampler = [
+        {"name": f"past.subsampler.{i}", "output": f"present.subsampler.{i}", "layer": f"subsampler.convs.{i}",
+         "layer_type": "conv_subsampler", "kind": "pending_frames", "shape": ["batch", width, 2]}
+        for i, width in enumerate(widths)
+    ]  # fmt: skip
+    return subsampler + state_specs(config)
+
+
 def attention_bias(attention_mask: torch.Tensor, seq_len: int, window: int | None, dtype: torch.dtype) -> torch.Tensor:
-    """(B, past + T) padding mask -> additive (B, 1, T, past + T) bias: causal, padding and (if `window`) sliding window.
+    """(B, past + T) padding mask -> additive (B, 1, T, past + T) bias: causal, padding and (with `window`) sliding.
 
     Positions are cache slots, as transformers' mask builders count them. A finite minimum instead of -inf keeps a row
     with no visible key (a left-padding query) finite; its output is never read, but NaN would leak through 0 * NaN.
@@ -118,7 +145,8 @@ def gru_mixer_step(
     x = x.masked_fill(keep.unsqueeze(-1), 0.0)
     window = torch.cat([conv_state, x.transpose(1, 2)], dim=-1)  # (B, D, K - 1 + T)
     conv = F.conv1d(window, mixer.conv.weight, mixer.conv.bias, groups=window.shape[1]).transpose(1, 2)
-    next_conv = window[..., x.shape[1] :]  # the last K - 1 inputs
+    width = conv_state.shape[-1]  # K - 1, static
+    next_conv = window.narrow(-1, window.shape[-1] - width, width)  # the last K - 1 inputs, a static-size slice
     gates_x = mixer.input_proj(conv).transpose(0, 1)  # (T, B, G): scan runs over the leading dim
     keep_t = keep.t().unsqueeze(-1)  # (T, B, 1)
     if mixer.variant == "gru":
@@ -175,6 +203,40 @@ def attention_step(
     return attention.o_proj(out), key, value
 
 
+def backbone_step(
+    model: HybridGRUModel,
+    hidden: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    states: list[torch.Tensor],
+    keep: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """`HybridGRUModel.forward` on embeddings (B, T, D) with explicit state: the final-norm hidden states and the next
+    states, both in `state_specs` order. `attention_mask` (B, past + T) covers the cached tokens and the new ones;
+    `keep` (B, T), True on padding, defaults to its last T columns."""
+    seq_len = hidden.shape[1]
+    position_embeddings = model.rotary_emb(hidden, position_ids)
+    if keep is None:
+        keep = attention_mask[:, -seq_len:] == 0
+    biases = {}
+    next_states, states = [], iter(states)
+    for layer in model.layers:
+        x = layer.input_layernorm(hidden)
+        if layer.layer_type == "linear_attention":
+            mixed, *state = gru_mixer_step(layer.mixer, x, keep, next(states), next(states))
+        else:
+            window = layer.mixer.sliding_window
+            if window not in biases:
+                biases[window] = attention_bias(attention_mask, seq_len, window, hidden.dtype)
+            mixed, *state = attention_step(
+                layer.mixer, x, biases[window], position_embeddings, next(states), next(states)
+            )
+        next_states += state
+        hidden = hidden + mixed
+        hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+    return model.norm(hidden), next_states
+
+
 class CausalLMStep(nn.Module):
     """`HybridGRUForCausalLM` with explicit state: forward(input_ids, attention_mask, position_ids, *states) ->
     (logits, *next_states), states in `state_specs` order. `attention_mask` (B, past + T) covers the cached tokens and
@@ -184,37 +246,109 @@ class CausalLMStep(nn.Module):
         super().__init__()
         self.model = model.model
         self.lm_head = model.lm_head
-        self.layer_types = list(model.config.layer_types)
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, *states: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
         hidden = self.model.embed_tokens(input_ids)
-        seq_len = input_ids.shape[1]
-        position_embeddings = self.model.rotary_emb(hidden, position_ids)
-        keep = attention_mask[:, -seq_len:] == 0
-        biases = {}
-        next_states, states = [], iter(states)
-        for layer in self.model.layers:
-            x = layer.input_layernorm(hidden)
-            if layer.layer_type == "linear_attention":
-                mixed, *state = gru_mixer_step(layer.mixer, x, keep, next(states), next(states))
-            else:
-                window = layer.mixer.sliding_window
-                if window not in biases:
-                    biases[window] = attention_bias(attention_mask, seq_len, window, hidden.dtype)
-                mixed, *state = attention_step(
-                    layer.mixer, x, biases[window], position_embeddings, next(states), next(states)
-                )
-            next_states += state
-            hidden = hidden + mixed
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-        return (self.lm_head(self.model.norm(hidden)), *next_states)
+        hidden, next_states = backbone_step(self.model, hidden, attention_mask, position_ids, list(states))
+        return (self.lm_head(hidden), *next_states)
+
+
+class CTCStep(nn.Module):
+    """`HybridGRUForCTC` streaming with explicit state: forward(input_features, subsampler.0, subsampler.1, *states) ->
+    (logits, next subsampler.0, next subsampler.1, *next_states).
+
+    input_features (B, T, num_mel_bins) with T a multiple of 4 (the subsampler's total stride), so each conv layer
+    consumes whole strides and keeps exactly its last `kernel_size - 1` input frames as state (its zero padding at the
+    start). Logits (B, T / 4, vocab) equal the model's for those frames.
+    """
+
+    def __init__(self, model: HybridGRUForCTC):
+        super().__init__()
+        self.subsampler = model.subsampler
+        self.model = model.model
+        self.lm_head = model.lm_head
+        self.num_subsampler_states = len(model.subsampler.convs)
+        self.attention_index = _first_key_index(model.config)
+
+    def forward(self, input_features: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        subsampler = self.subsampler
+        x = subsampler.feature_norm(input_features).transpose(1, 2)  # (B, F, T)
+        next_pending = []
+        for conv, pending in zip(subsampler.convs, states[: self.num_subsampler_states], strict=True):
+            x = torch.cat([pending, x], dim=-1)  # even length + kernel - 1: the conv ends on the last frame
+            next_pending.append(x.narrow(-1, x.shape[-1] - pending.shape[-1], pending.shape[-1]))
+            x = subsampler.act(conv(x))
+        hidden = subsampler.proj(x.transpose(1, 2))  # (B, T / 4, D)
+        states = list(states[self.num_subsampler_states :])
+        past = states[self.attention_index].shape[2] if self.attention_index is not None else 0
+        hidden, next_states = run_backbone(self.model, hidden, past, states)
+        return (self.lm_head(hidden), *next_pending, *next_states)
+
+
+def _first_key_index(config: HybridGRUConfig) -> int | None:
+    """Index of the first key cache among the backbone states: its length is the number of tokens seen so far."""
+    return next((i for i, s in enumerate(state_specs(config)) if s["kind"] == "key"), None)
+
+
+def run_backbone(model: HybridGRUModel, tokens: torch.Tensor, past, states: list) -> tuple[torch.Tensor, list]:
+    """`backbone_step` for unpadded rows after `past` tokens (streams of the time-series and CTC heads)."""
+    rows, length = tokens.shape[:2]
+    mask = torch.ones(rows, past + length, dtype=torch.long, device=tokens.device)
+    positions = (torch.arange(length, device=tokens.device) + past).unsqueeze(0).expand(rows, -1)
+    no_padding = torch.zeros(rows, length, dtype=torch.bool, device=tokens.device)
+    return backbone_step(model, tokens, mask, positions, states, no_padding)
+
+
+class TimeSeriesStep(nn.Module):
+    """`HybridGRUForTimeSeriesPrediction` streaming with explicit state: forward(past_values, past_observed_mask, loc,
+    scale, *states) -> (prediction, *distribution_params, *next_states).
+
+    past_values, past_observed_mask (B, T, C): the next chunk (whole patches after the first); loc, scale (B, 1, C):
+    the statistics frozen at the first chunk. States have B * C rows (one per series and channel). The forecast runs
+    the future placeholders after the updated state and drops the states they produce, as the model's forked cache.
+    """
+
+    def __init__(self, model: HybridGRUForTimeSeriesPrediction):
+        super().__init__()
+        self.head_model = model
+        self.model = model.model
+        self.attention_index = _first_key_index(model.config)
+
+    def forward(
+        self,
+        past_values: torch.Tensor,
+        past_observed_mask: torch.Tensor,
+        loc: torch.Tensor,
+        scale: torch.Tensor,
+        *states: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        head_model, config = self.head_model, self.head_model.config
+        observed = past_observed_mask.to(past_values.dtype)
+        values = torch.where(observed.bool(), past_values, torch.zeros_like(past_values))  # NaN-free
+        scaled = (values - loc) / scale * observed  # (B, T, C)
+        batch, _, channels = past_values.shape
+        # The patch embedding on whole patches (the runtime pads the first chunk), without its padding: a padded
+        # length made the number of tokens a data-dependent size that `scan` cannot take.
+        shape = (batch * channels, past_values.shape[1] // config.patch_length, config.patch_length)
+        patches = torch.cat([scaled.transpose(1, 2).reshape(shape), observed.transpose(1, 2).reshape(shape)], dim=-1)
+        tokens = head_model.patch_embedding.proj(patches)  # (B*C, N, D)
+        past = states[self.attention_index].shape[2] if self.attention_index is not None else 0
+        hidden, next_states = run_backbone(self.model, tokens, past, list(states))
+        future = head_model.future_tokens.expand(tokens.shape[0], -1, -1)  # (B*C, F, D)
+        hidden, _ = run_backbone(self.model, future, past + tokens.shape[1], next_states)
+        head_out = head_model.head(hidden).view(batch, channels, -1, head_model.num_outputs)  # (B, C, F*P, k)
+        head_out = head_out[:, :, : config.prediction_length].permute(3, 0, 2, 1)  # (k, B, H, C)
+        if config.loss == "nll":
+            params = student_t_domain(*head_out)
+            return (params[1] * scale + loc, *params, *next_states)
+        return (head_out[0] * scale + loc, *next_states)
 
 
 def zero_states(specs: list[dict], batch: int, dtype: torch.dtype = torch.float32, past_length: int = 0) -> list:
     """Start-of-sequence state: zeros everywhere (empty key/value caches when `past_length` is 0)."""
-    sizes = {"batch": batch, "past_length": past_length}
+    sizes = {"batch": batch, "series": batch, "past_length": past_length}
     return [torch.zeros([sizes.get(d, d) for d in spec["shape"]], dtype=dtype) for spec in specs]
 
 
@@ -224,14 +358,15 @@ def zero_states(specs: list[dict], batch: int, dtype: torch.dtype = torch.float3
 
 
 def export_onnx(
-    model: HybridGRUForCausalLM | str | os.PathLike,
+    model: HybridGRUForCausalLM | HybridGRUForTimeSeriesPrediction | str | os.PathLike,
     output_dir: str | os.PathLike,
     quantize: str | None = None,
     processor=None,
     opset_version: int = 18,
 ) -> Path:
     """Exports a causal LM to an ONNX folder that `OnnxCausalLM.from_pretrained` runs: `model.onnx` (one graph for
-    prefill and decoding, dynamic batch, sequence and past lengths, state as inputs/outputs, see `CausalLMStep`),
+    prefill and decoding, dynamic batch, sequence and past lengths, state as inputs/outputs, see `CausalLMStep`), or a
+    time-series model to one that `OnnxTimeSeriesForecaster` runs (a streaming forecast per chunk, `TimeSeriesStep`);
     `config.json`, `generation_config.json`, `export_config.json` (graph inputs/outputs and the state tensors with
     symbolic shapes) and the tokenizer/processor files of the model folder (or of `processor`, saved with its
     `save_pretrained`).
@@ -278,16 +413,20 @@ def export_executorch(
 
     ExecuTorch plans memory ahead, so the dynamic dims are bounded: batch <= `max_batch_size`, cached + new tokens <=
     `max_length` (default: `max_position_embeddings`). `backend="portable"` runs ExecuTorch's portable kernels;
-    `"xnnpack"` delegates what XNNPACK supports (needs torchao). A prompt is fed one token per call (a decode-step
-    graph has no time loop: ExecuTorch has no `scan`). Same errors and staging folder as `export_onnx`.
+    `"xnnpack"` delegates what XNNPACK supports, op by op (needs torchao; whole partitions failed on this graph with
+    "Output node ... is already in the inputs": pass-through arguments, which XNNPACK does not take). A prompt is fed
+    one token per call (a decode-step graph has no time loop: ExecuTorch has no `scan`). Same errors and staging
+    folder as `export_onnx`.
     """
     if backend not in EXECUTORCH_BACKENDS:
         raise ValueError(f"backend={backend!r} is not supported; expected one of {EXECUTORCH_BACKENDS}.")
-    for name, value in (("max_length", max_length), ("max_batch_size", max_batch_size)):
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"`{name}` must be a positive integer, got {name}={value!r}.")
+    for name, value, low in (("max_length", max_length, 5), ("max_batch_size", max_batch_size, 1)):
+        if value is not None and (not isinstance(value, int) or value < low):
+            raise ValueError(f"`{name}` must be an integer >= {low}, got {name}={value!r}.")
 
     def write(model: HybridGRUForCausalLM, staging: Path) -> dict:
+        if not isinstance(model, HybridGRUForCausalLM):
+            raise ValueError(f"export_executorch exports HybridGRUForCausalLM, got a {type(model).__name__}.")
         length = max_length or model.config.max_position_embeddings
         _export_executorch_program(model, staging / EXECUTORCH_FILE, length, max_batch_size, backend)
         fields = {"format": EXECUTORCH_FORMAT, "graph": EXECUTORCH_FILE, "backend": backend, "max_length": length}
@@ -309,7 +448,7 @@ def _export_folder(model, output_dir: str | os.PathLike, processor, write) -> Pa
     try:
         fields = write(model, staging)
         model.config.save_pretrained(staging)
-        if model.generation_config is not None:
+        if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(staging)
         _copy_processor_files(source, processor, staging)
         export_config = {**_export_config(model, task), **fields}
@@ -345,7 +484,7 @@ def _quantizer(quantize: str | None):
     return quantize_onnx_int8
 
 
-def _load_model(path: Path) -> HybridGRUForCausalLM:
+def _load_model(path: Path):
     from transformers import AutoConfig
 
     if not (path / "config.json").is_file():
@@ -354,12 +493,15 @@ def _load_model(path: Path) -> HybridGRUForCausalLM:
     architecture = (config.architectures or [None])[0]
     if architecture not in EXPORTABLE:
         raise ValueError(f"model={str(path)!r} is a {architecture}; the exporters support {sorted(EXPORTABLE)}.")
-    return HybridGRUForCausalLM.from_pretrained(path)
+    return _MODEL_CLASSES[architecture].from_pretrained(path)
+
+
+_MODEL_CLASSES = {c.__name__: c for c in (HybridGRUForCausalLM, HybridGRUForTimeSeriesPrediction, HybridGRUForCTC)}
 
 
 def _check_model(model) -> str:
     name = type(model).__name__
-    if name not in EXPORTABLE or not isinstance(model, HybridGRUForCausalLM):
+    if name not in EXPORTABLE or not isinstance(model, _MODEL_CLASSES[name]):
         raise ValueError(f"The exporters support {sorted(EXPORTABLE)}, got a {name}.")
     if model.config.bidirectional:
         raise ValueError(
@@ -376,27 +518,72 @@ def _example_inputs(config: HybridGRUConfig, dtype: torch.dtype, batch: int, seq
     return (ids, mask, positions, *zero_states(state_specs(config), batch, dtype, past))
 
 
-def _export_onnx_graph(model: HybridGRUForCausalLM, path: Path, opset_version: int) -> None:
-    """Traces `CausalLMStep` with torch.export (dynamic batch, sequence and past lengths) into an ONNX file."""
-    specs = state_specs(model.config)
-    batch, seq, past = torch.export.Dim("batch"), torch.export.Dim("sequence_length"), torch.export.Dim("past_length")
-    total = torch.export.Dim("total_length")  # past + sequence: torch.export cannot state a sum of two free dims
-    state_axes = tuple({0: batch, 2: past} if "past_length" in s["shape"] else {0: batch} for s in specs)
-    dynamic_shapes = ({0: batch, 1: seq}, {0: batch, 1: total}, {0: batch, 1: seq}, state_axes)
-    # Example sizes above 1: torch.export specialises dims of size 0 and 1.
-    inputs = _example_inputs(model.config, model.dtype, batch=2, seq_len=3, past=4)
+def _export_onnx_graph(model, path: Path, opset_version: int) -> None:
+    """Traces the model's step module with torch.export (dynamic batch, sequence, past lengths) into an ONNX file."""
+    module, inputs, input_names, output_names, dynamic_shapes = _onnx_signature(model)
     with torch.no_grad():
         program = torch.onnx.export(
-            CausalLMStep(model).eval(),
+            module.eval(),
             inputs,
-            input_names=[*GRAPH_INPUTS, *(s["name"] for s in specs)],
-            output_names=["logits", *(s["output"] for s in specs)],
+            input_names=input_names,
+            output_names=output_names,
             dynamic_shapes=dynamic_shapes,
             opset_version=opset_version,
             dynamo=True,
             verbose=False,
         )
     program.save(str(path))
+
+
+def _onnx_signature(model) -> tuple:
+    """(step module, example inputs, input names, output names, dynamic shapes) of the model's graph. Example sizes
+    are above 1: torch.export specialises dims of size 0 and 1."""
+    config = model.config
+    batch, seq, past = torch.export.Dim("batch"), torch.export.Dim("sequence_length"), torch.export.Dim("past_length")
+    if isinstance(model, HybridGRUForCTC):
+        specs = ctc_state_specs(config)
+        state_axes = tuple({0: batch, 2: past} if "past_length" in s["shape"] else {0: batch} for s in specs)
+        blocks = torch.export.Dim("blocks")  # of SUBSAMPLING frames
+        features = torch.randn(2, 2 * SUBSAMPLING, config.num_mel_bins, dtype=model.dtype)
+        inputs = (features, *zero_states(specs, 2, model.dtype, past_length=3))
+        names = ["input_features", *(s["name"] for s in specs)], ["logits", *(s["output"] for s in specs)]
+        return CTCStep(model), inputs, *names, ({0: batch, 1: blocks * SUBSAMPLING}, state_axes)
+    if isinstance(model, HybridGRUForTimeSeriesPrediction):
+        specs = state_specs(config, "series")
+        rows = batch * config.num_input_channels if config.num_input_channels > 1 else batch
+        state_axes = tuple({0: rows, 2: past} if "past_length" in s["shape"] else {0: rows} for s in specs)
+        length = 2 * config.patch_length
+        series = torch.randn(2, length, config.num_input_channels, dtype=model.dtype)
+        stats = torch.zeros(2, 1, config.num_input_channels, dtype=model.dtype)
+        states = zero_states(specs, 2 * config.num_input_channels, model.dtype, past_length=3)
+        inputs = (series, torch.ones_like(series), stats, stats + 1, *states)
+        # Whole patches (the runtime left-pads a first chunk as the patch embedding would): the number of tokens is
+        # then a plain dim, where padding inside the graph made it a data-dependent size that `scan` cannot take.
+        patches = torch.export.Dim("patches")
+        series_axes = {0: batch, 1: patches * config.patch_length if config.patch_length > 1 else patches}
+        dynamic_shapes = (series_axes, series_axes, {0: batch}, {0: batch}, state_axes)
+        outputs = [o["name"] for o in _time_series_outputs(config, "float32")]
+        input_names = ["past_values", "past_observed_mask", "loc", "scale"]
+        return (
+            TimeSeriesStep(model),
+            inputs,
+            [*input_names, *(s["name"] for s in specs)],
+            [*outputs, *(s["output"] for s in specs)],
+            dynamic_shapes,
+        )
+    specs = state_specs(config)
+    total = torch.export.Dim("total_length")  # past + sequence: torch.export cannot state a sum of two free dims
+    state_axes = tuple({0: batch, 2: past} if "past_length" in s["shape"] else {0: batch} for s in specs)
+    dynamic_shapes = ({0: batch, 1: seq}, {0: batch, 1: total}, {0: batch, 1: seq}, state_axes)
+    inputs = _example_inputs(config, model.dtype, batch=2, seq_len=3, past=4)
+    names = [*GRAPH_INPUTS, *(s["name"] for s in specs)], ["logits", *(s["output"] for s in specs)]
+    return CausalLMStep(model), inputs, *names, dynamic_shapes
+
+
+def _time_series_outputs(config: HybridGRUConfig, dtype: str) -> list[dict]:
+    shape = ["batch", config.prediction_length, config.num_input_channels]
+    names = ["prediction", *(["df", "distribution_loc", "distribution_scale"] if config.loss == "nll" else [])]
+    return [{"name": name, "shape": shape, "dtype": dtype} for name in names]
 
 
 def _export_executorch_program(
@@ -406,16 +593,17 @@ def _export_executorch_program(
     from executorch.exir import to_edge_transform_and_lower
 
     specs = state_specs(model.config)
-    batch = torch.export.Dim("batch", min=1, max=max_batch_size)
+    # A bound of 1 is a static size: torch.export refuses a Dim with min == max.
+    rows = {0: torch.export.Dim("batch", min=1, max=max_batch_size)} if max_batch_size > 1 else {}
     past = torch.export.Dim("past_length", min=0, max=max_length - 1)
-    state_axes = tuple({0: batch, 2: past} if "past_length" in s["shape"] else {0: batch} for s in specs)
-    dynamic_shapes = ({0: batch}, {0: batch, 1: past + 1}, {0: batch}, state_axes)
+    state_axes = tuple({**rows, 2: past} if "past_length" in s["shape"] else rows for s in specs)
+    dynamic_shapes = (rows, {**rows, 1: past + 1}, rows, state_axes)
     inputs = _example_inputs(model.config, model.dtype, batch=min(2, max_batch_size), seq_len=1, past=3)
     partitioners = []
     if backend == "xnnpack":
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
-        partitioners.append(XnnpackPartitioner())
+        partitioners.append(XnnpackPartitioner(per_op_mode=True))
     with torch.no_grad():
         program = torch.export.export(CausalLMStep(model).eval(), inputs, dynamic_shapes=dynamic_shapes)
     path.write_bytes(to_edge_transform_and_lower(program, partitioner=partitioners).to_executorch().buffer)
@@ -432,28 +620,75 @@ def _copy_processor_files(source: Path | None, processor, target: Path) -> None:
             shutil.copyfile(source / name, target / name)
 
 
-def _export_config(model: HybridGRUForCausalLM, task: str) -> dict:
+def _export_config(model, task: str) -> dict:
     dtype = str(model.dtype).removeprefix("torch.")
-    inputs = {
-        "input_ids": ["batch", "sequence_length"],
-        "attention_mask": ["batch", "past_length + sequence_length"],
-        "position_ids": ["batch", "sequence_length"],
-    }
-    logits = ["batch", "sequence_length", model.config.vocab_size]
+    config = model.config
+    if task == "automatic-speech-recognition":
+        inputs = [("input_features", ["batch", f"blocks * {SUBSAMPLING}", config.num_mel_bins], dtype)]
+        outputs = [{"name": "logits", "shape": ["batch", "blocks", config.vocab_size], "dtype": dtype}]
+        specs, extra = ctc_state_specs(config), {"subsampling": SUBSAMPLING}
+    elif task == "time-series-forecasting":
+        series = ["batch", "patches * patch_length", config.num_input_channels]
+        stats = ["batch", 1, config.num_input_channels]
+        inputs = [("past_values", series, dtype), ("past_observed_mask", series, dtype)]
+        inputs += [("loc", stats, dtype), ("scale", stats, dtype)]
+        outputs, specs = _time_series_outputs(config, dtype), state_specs(config, "series")
+        extra = {"series": "batch * num_input_channels: the backbone runs one row per series and channel"}
+    else:
+        inputs = [
+            ("input_ids", ["batch", "sequence_length"], "int64"),
+            ("attention_mask", ["batch", "past_length + sequence_length"], "int64"),
+            ("position_ids", ["batch", "sequence_length"], "int64"),
+        ]
+        outputs = [{"name": "logits", "shape": ["batch", "sequence_length", config.vocab_size], "dtype": dtype}]
+        specs, extra = state_specs(config), {}
     return {
         "format_version": EXPORT_FORMAT_VERSION,
         "task": task,
         "architecture": type(model).__name__,
         "dtype": dtype,
-        "inputs": [{"name": name, "shape": shape, "dtype": "int64"} for name, shape in inputs.items()],
-        "outputs": [{"name": "logits", "shape": logits, "dtype": dtype}],
-        "states": [{**spec, "dtype": dtype} for spec in state_specs(model.config)],
+        "inputs": [{"name": name, "shape": shape, "dtype": kind} for name, shape, kind in inputs],
+        "outputs": outputs,
+        "states": [{**spec, "dtype": dtype} for spec in specs],
+        **extra,
     }
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Runtimes
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+def read_export_folder(
+    path: str | os.PathLike, format: str, task: str, reader: str
+) -> tuple[Path, HybridGRUConfig, dict]:
+    """(folder, model config, export config) of an exported folder, checked to hold `format` and `task`."""
+    path = Path(path)
+    export_config_path = path / EXPORT_CONFIG_FILE
+    if not export_config_path.is_file():
+        raise ValueError(f"{str(path)!r} is not an exported model folder: it has no {EXPORT_CONFIG_FILE}.")
+    export_config = json.loads(export_config_path.read_text())
+    if export_config.get("format") != format or export_config.get("task") != task:
+        raise ValueError(
+            f"{str(export_config_path)!r} describes format={export_config.get('format')!r}, "
+            f"task={export_config.get('task')!r}; {reader} runs {format!r} {task} exports."
+        )
+    return path, HybridGRUConfig.from_pretrained(path), export_config
+
+
+def onnx_session(path: Path, export_config: dict, providers: list | None, session_options):
+    """An onnxruntime InferenceSession on the folder's graph (default: the CPU provider)."""
+    import onnxruntime
+
+    providers = providers or ["CPUExecutionProvider"]
+    graph = str(path / export_config["graph"])
+    return onnxruntime.InferenceSession(graph, sess_options=session_options, providers=providers)
+
+
+def onnx_run(session, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Runs `session` on CPU tensors in graph input order; outputs in graph order."""
+    feed = {spec.name: tensor.numpy() for spec, tensor in zip(session.get_inputs(), inputs, strict=True)}
+    return [torch.from_numpy(output) for output in session.run(None, feed)]
 
 
 @dataclass
@@ -487,17 +722,7 @@ class ExportedCausalLM:
 
     @classmethod
     def _read_folder(cls, path: str | os.PathLike) -> tuple[Path, HybridGRUConfig, dict, GenerationConfig]:
-        path = Path(path)
-        export_config_path = path / EXPORT_CONFIG_FILE
-        if not export_config_path.is_file():
-            raise ValueError(f"{str(path)!r} is not an exported model folder: it has no {EXPORT_CONFIG_FILE}.")
-        export_config = json.loads(export_config_path.read_text())
-        if export_config.get("format") != cls.format or export_config.get("task") != "causal-lm":
-            raise ValueError(
-                f"{str(export_config_path)!r} describes format={export_config.get('format')!r}, "
-                f"task={export_config.get('task')!r}; {cls.__name__} runs {cls.format!r} causal-lm exports."
-            )
-        config = HybridGRUConfig.from_pretrained(path)
+        path, config, export_config = read_export_folder(path, cls.format, "causal-lm", cls.__name__)
         try:
             generation_config = GenerationConfig.from_pretrained(path)
         except OSError:
@@ -505,7 +730,7 @@ class ExportedCausalLM:
         return path, config, export_config, generation_config
 
     def _run(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Runs the graph once: inputs and outputs in graph order (ids, mask, positions, *states -> logits, *states)."""
+        """Runs the graph once, inputs and outputs in graph order: ids, mask, positions, *states -> logits, *states."""
         raise NotImplementedError
 
     def init_state(self, batch_size: int) -> CausalLMState:
@@ -634,7 +859,6 @@ class OnnxCausalLM(ExportedCausalLM):
     def __init__(self, session, config: HybridGRUConfig, export_config: dict, generation_config: GenerationConfig):
         super().__init__(config, export_config, generation_config)
         self.session = session
-        self.input_names = [i.name for i in session.get_inputs()]
 
     @classmethod
     def from_pretrained(
@@ -642,18 +866,13 @@ class OnnxCausalLM(ExportedCausalLM):
     ) -> "OnnxCausalLM":
         """Loads `export_onnx`'s folder (float or int8 alike). `providers` and `session_options` go to
         `onnxruntime.InferenceSession` (default: the CPU provider)."""
-        import onnxruntime
-
         path, config, export_config, generation_config = cls._read_folder(path)
-        session = onnxruntime.InferenceSession(
-            str(path / export_config["graph"]), sess_options=session_options,
-            providers=providers or ["CPUExecutionProvider"],
-        )  # fmt: skip
-        return cls(session, config, export_config, generation_config)
+        return cls(
+            onnx_session(path, export_config, providers, session_options), config, export_config, generation_config
+        )
 
     def _run(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-        feed = {name: tensor.numpy() for name, tensor in zip(self.input_names, inputs, strict=True)}
-        return [torch.from_numpy(output) for output in self.session.run(None, feed)]
+        return onnx_run(self.session, inputs)
 
 
 class ExecuTorchCausalLM(ExportedCausalLM):
@@ -679,12 +898,137 @@ class ExecuTorchCausalLM(ExportedCausalLM):
         return [output.clone() for output in self.method.execute([t.contiguous() for t in inputs])]
 
 
+@dataclass
+class TimeSeriesState:
+    """What `OnnxTimeSeriesForecaster.step` carries between chunks: the state tensors in graph order and the scaling
+    statistics (batch, 1, channels) frozen at the first chunk."""
+
+    tensors: list[torch.Tensor]
+    loc: torch.Tensor
+    scale: torch.Tensor
+
+
+class OnnxStreamRunner:
+    """Base of the streaming runtimes of the time-series and CTC heads: an onnxruntime session on an `export_onnx`
+    folder of `task`."""
+
+    task = None
+
+    def __init__(self, session, config: HybridGRUConfig, export_config: dict):
+        self.session = session
+        self.config = config
+        self.export_config = export_config
+        self.dtype = getattr(torch, export_config["dtype"])
+        self.output_names = [o["name"] for o in export_config["outputs"]]
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, providers: list | None = None, session_options=None):
+        """Loads the folder; `providers` and `session_options` go to `onnxruntime.InferenceSession`."""
+        path, config, export_config = read_export_folder(path, ONNX_FORMAT, cls.task, cls.__name__)
+        return cls(onnx_session(path, export_config, providers, session_options), config, export_config)
+
+    def _zero_states(self, rows: int) -> list[torch.Tensor]:
+        return zero_states(self.export_config["states"], rows, self.dtype)
+
+
+class OnnxTimeSeriesForecaster(OnnxStreamRunner):
+    """Runs a time-series `export_onnx` folder with onnxruntime: `step` feeds the next chunk of a stream and returns
+    the forecast after it, as `HybridGRUForTimeSeriesPrediction` does with `use_cache=True`."""
+
+    task = "time-series-forecasting"
+
+    def step(
+        self,
+        past_values: torch.Tensor,
+        past_observed_mask: torch.Tensor | None = None,
+        state: TimeSeriesState | None = None,
+        loc: torch.Tensor | None = None,
+        scale: torch.Tensor | None = None,
+    ) -> tuple[dict[str, torch.Tensor], TimeSeriesState]:
+        """Feeds the next chunk `past_values` (B, T, C) (whole patches after the first chunk). The first chunk fixes
+        `loc` and `scale` (given, or the model's scaling statistics of that chunk). Returns the graph outputs by name
+        (`prediction` (B, prediction_length, C) in original units, plus the Student-t parameters for `loss="nll"`)
+        and the next state."""
+        values = torch.as_tensor(past_values, dtype=self.dtype)
+        observed = torch.ones_like(values) if past_observed_mask is None else torch.as_tensor(past_observed_mask)
+        observed = observed.to(self.dtype)
+        if values.ndim != 3 or values.shape[-1] != self.config.num_input_channels or values.shape != observed.shape:
+            raise ValueError(
+                f"`past_values` and `past_observed_mask` must have shape (batch, time, num_input_channels="
+                f"{self.config.num_input_channels}), got {tuple(values.shape)} and {tuple(observed.shape)}."
+            )
+        if state is None:
+            if loc is None or scale is None:
+                clean = torch.where(observed.bool(), values, torch.zeros_like(values))
+                loc, scale = scaling_statistics(clean, observed, self.config.scaling)
+            state = TimeSeriesState(self._zero_states(values.shape[0] * self.config.num_input_channels), loc, scale)
+        elif values.shape[1] % self.config.patch_length:
+            raise ValueError(
+                f"A chunk continuing a stream must hold whole patches: `past_values` has {values.shape[1]} steps, not "
+                f"a multiple of patch_length={self.config.patch_length}."
+            )
+        pad = -values.shape[1] % self.config.patch_length  # unobserved zeros, as the model's patch embedding pads
+        values, observed = F.pad(values, (0, 0, pad, 0)), F.pad(observed, (0, 0, pad, 0))
+        inputs = [values, observed, state.loc.to(self.dtype), state.scale.to(self.dtype), *state.tensors]
+        outputs = onnx_run(self.session, inputs)
+        named = dict(zip(self.output_names, outputs, strict=False))
+        return named, TimeSeriesState(outputs[len(self.output_names) :], state.loc, state.scale)
+
+
+@dataclass
+class CTCState:
+    """What `OnnxCTCRecognizer.step` carries between chunks: the state tensors in graph order and the input frames
+    (batch, < 4, num_mel_bins) not yet run (the graph takes whole blocks of `SUBSAMPLING` frames)."""
+
+    tensors: list[torch.Tensor]
+    pending: torch.Tensor
+
+
+class OnnxCTCRecognizer(OnnxStreamRunner):
+    """Runs a CTC `export_onnx` folder with onnxruntime: `step` feeds log-mel frames as they arrive and returns the
+    logits of every output frame they complete; `flush` ends the stream. The logits equal `HybridGRUForCTC`'s over
+    the whole input."""
+
+    task = "automatic-speech-recognition"
+
+    def step(self, input_features: torch.Tensor, state: CTCState | None = None) -> tuple[torch.Tensor, CTCState]:
+        """Feeds frames (B, T, num_mel_bins) of any length; returns logits (B, T', vocab), T' >= 0, and the state."""
+        features = torch.as_tensor(input_features, dtype=self.dtype)
+        if features.ndim != 3 or features.shape[-1] != self.config.num_mel_bins:
+            raise ValueError(
+                f"`input_features` must have shape (batch, frames, num_mel_bins={self.config.num_mel_bins}), got "
+                f"{tuple(features.shape)}."
+            )
+        if state is None:
+            state = CTCState(self._zero_states(features.shape[0]), features[:, :0])
+        features = torch.cat([state.pending, features], dim=1)
+        usable = features.shape[1] - features.shape[1] % SUBSAMPLING
+        if usable == 0:
+            logits = features.new_zeros(features.shape[0], 0, self.config.vocab_size)
+            return logits, CTCState(state.tensors, features)
+        logits, *tensors = onnx_run(self.session, [features[:, :usable], *state.tensors])
+        return logits, CTCState(tensors, features[:, usable:])
+
+    def flush(self, state: CTCState) -> torch.Tensor:
+        """Logits (B, 0 or 1, vocab) of the frames still pending at the end of the stream. Zero frames complete their
+        block: the one output frame they give reads only real frames (the subsampler is causal)."""
+        pending = state.pending
+        if pending.shape[1] == 0:
+            return pending.new_zeros(pending.shape[0], 0, self.config.vocab_size)
+        block = F.pad(pending, (0, 0, 0, SUBSAMPLING - pending.shape[1]))
+        return onnx_run(self.session, [block, *state.tensors])[0][:, :1]
+
+
 __all__ = [
     "export_onnx",
     "export_executorch",
     "OnnxCausalLM",
     "ExecuTorchCausalLM",
     "ExportedCausalLM",
+    "OnnxTimeSeriesForecaster",
+    "OnnxCTCRecognizer",
+    "TimeSeriesStep",
+    "CTCStep",
     "CausalLMState",
     "CausalLMStep",
     "state_specs",

@@ -6,6 +6,8 @@ export of the classic GRU is in the fast suite, the others are slow.
 """
 
 import json
+import sys
+import types
 
 import pytest
 import torch
@@ -15,8 +17,12 @@ from hf_gru import (
     ExecuTorchCausalLM,
     HybridGRUConfig,
     HybridGRUForCausalLM,
+    HybridGRUForCTC,
     HybridGRUForSequenceClassification,
+    HybridGRUForTimeSeriesPrediction,
     OnnxCausalLM,
+    OnnxCTCRecognizer,
+    OnnxTimeSeriesForecaster,
     export_executorch,
     export_onnx,
 )
@@ -192,6 +198,29 @@ def test_failed_export_leaves_no_folder(tmp_path, monkeypatch):
         OnnxCausalLM.from_pretrained(tmp_path)
 
 
+def test_int8_export_calls_the_quantizer_and_keeps_one_graph(tmp_path, monkeypatch):
+    """The hook to hf_gru.quantization (issue 14b): the float graph goes in, `model.onnx` is the int8 graph."""
+    calls = []
+
+    def quantize_onnx_int8(source, target):
+        calls.append((source.name, source.read_bytes()))
+        target.write_bytes(b"int8 graph")
+        return target
+
+    monkeypatch.setitem(
+        sys.modules, "hf_gru.quantization", types.SimpleNamespace(quantize_onnx_int8=quantize_onnx_int8)
+    )
+    monkeypatch.setattr(
+        export_module, "_export_onnx_graph", lambda model, path, opset: path.write_bytes(b"fp32 graph")
+    )
+    export_onnx(HybridGRUForCausalLM(tiny_config()), tmp_path / "out", quantize="int8")
+    assert calls == [("model.float.onnx", b"fp32 graph")]
+    assert (tmp_path / "out" / "model.onnx").read_bytes() == b"int8 graph"
+    assert not (tmp_path / "out" / "model.float.onnx").exists()
+    export_config = json.loads((tmp_path / "out" / "export_config.json").read_text())
+    assert export_config["quantization"]["weights"] == "int8"
+
+
 def test_state_specs_follow_the_layer_pattern():
     config = HybridGRUConfig(
         vocab_size=10, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, block_pattern="AG",
@@ -213,15 +242,21 @@ def test_state_specs_follow_the_layer_pattern():
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=[pytest.param(v, marks=pytest.mark.slow) for v in ("gru", "mingru")])
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(p, marks=pytest.mark.slow, id="-".join(p)) for p in [("gru", "portable"), ("mingru", "xnnpack")]
+    ],
+)
 def executorch_exported(request, tmp_path_factory):
-    """(PyTorch model, ExecuTorchCausalLM): portable kernels, batch up to 4, up to 96 tokens. Slow: lowering takes
-    ~15 s on an idle core."""
+    """(PyTorch model, ExecuTorchCausalLM): batch up to 4, up to 96 tokens. Slow: lowering takes ~15 s on an idle
+    core."""
     pytest.importorskip("executorch", reason="needs executorch (see the export extra)")
+    variant, backend = request.param
     torch.manual_seed(0)
-    model = HybridGRUForCausalLM(tiny_config(gru_variant=request.param)).eval()
-    output = tmp_path_factory.mktemp(f"executorch-{request.param}") / "pte"
-    export_executorch(model, output, max_length=96, max_batch_size=4)
+    model = HybridGRUForCausalLM(tiny_config(gru_variant=variant)).eval()
+    output = tmp_path_factory.mktemp(f"executorch-{variant}") / "pte"
+    export_executorch(model, output, max_length=96, max_batch_size=4, backend=backend)
     return model, ExecuTorchCausalLM.from_pretrained(output)
 
 
@@ -254,3 +289,72 @@ def test_executorch_bounds_are_checked(executorch_exported):
         runtime.step(torch.randint(3, 99, (5, 1)))
     with pytest.raises(ValueError, match="backend='vulkan'"):
         export_executorch(HybridGRUForCausalLM(tiny_config()), "unused", backend="vulkan")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Time series: a streaming forecaster
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_streaming_forecast_matches_pytorch(tmp_path):
+    """Chunks of a stream (the first one not a whole number of patches) give the model's streaming forecasts and
+    Student-t parameters, for two channels."""
+    config = tiny_config(
+        vocab_size=1, context_length=24, prediction_length=6, patch_length=2, num_input_channels=2, loss="nll"
+    )
+    model = HybridGRUForTimeSeriesPrediction(config).eval()
+    export_onnx(model, tmp_path / "onnx")
+    runtime = OnnxTimeSeriesForecaster.from_pretrained(tmp_path / "onnx")
+    series = torch.randn(3, 15, 2).cumsum(1)
+    observed = torch.ones_like(series)
+    observed[1, 3:5, 0] = 0  # a gap in one channel
+    state, cache, stats = None, None, {}
+    with torch.no_grad():
+        for chunk in (slice(0, 7), slice(7, 11), slice(11, 15)):
+            expected = model(
+                past_values=series[:, chunk], past_observed_mask=observed[:, chunk], cache=cache, use_cache=True,
+                **stats,
+            )  # fmt: skip
+            cache, stats = expected.cache, {"loc": expected.loc, "scale": expected.scale}
+            actual, state = runtime.step(series[:, chunk], observed[:, chunk], state)
+            assert_close(actual["prediction"], expected.prediction_outputs, atol=1e-4, msg=f"chunk {chunk}")
+            names = ("df", "distribution_loc", "distribution_scale")
+            for name, param in zip(names, expected.distribution_params, strict=True):
+                assert_close(actual[name], param, atol=1e-4, msg=f"{name}, chunk {chunk}")
+    with pytest.raises(ValueError, match="whole patches"):
+        runtime.step(series[:, :3], state=state)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# CTC: a streaming recogniser
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_streaming_recognition_equals_offline_logits(tmp_path):
+    """Chunks of any length (none a multiple of the subsampling), then `flush`, give the offline logits."""
+    config = tiny_config(
+        vocab_size=12, num_mel_bins=8, conv_subsampling_channels=16, block_pattern="GLA", sliding_window=3
+    )
+    model = HybridGRUForCTC(config).eval()
+    export_onnx(model, tmp_path / "onnx")
+    runtime = OnnxCTCRecognizer.from_pretrained(tmp_path / "onnx")
+    features = torch.randn(2, 23, 8)
+    with torch.no_grad():
+        expected = model(input_features=features).logits  # (2, 6, 12)
+    pieces, state = [], None
+    for chunk in (slice(0, 3), slice(3, 5), slice(5, 13), slice(13, 23)):
+        logits, state = runtime.step(features[:, chunk], state)
+        pieces.append(logits)
+    pieces.append(runtime.flush(state))
+    assert [p.shape[1] for p in pieces] == [0, 1, 2, 2, 1]
+    assert_close(torch.cat(pieces, dim=1), expected, atol=1e-4)
+
+
+def test_bidirectional_ctc_is_refused(tmp_path):
+    model = HybridGRUForCTC(
+        tiny_config(vocab_size=12, num_mel_bins=8, conv_subsampling_channels=16, bidirectional=True)
+    )
+    with pytest.raises(ValueError, match="bidirectional=True"):
+        export_onnx(model, tmp_path / "out")
