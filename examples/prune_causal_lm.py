@@ -5,12 +5,13 @@ sparsity vs held-out perplexity vs stored size vs decode speed:
     python examples/prune_causal_lm.py          # writes outputs/hybrid-gru-austen-pruned/<level>/ and results.json
 
     python examples/prune_causal_lm.py --levels structured:0.5,magnitude:0.5 --max_steps 50 --learning_rate 5e-4
+    python examples/prune_causal_lm.py --levels none:0 --output_dir outputs/prune-control   # fine-tuned, unpruned
 
 Levels: `structured:F` keeps the fraction F of the GRU state units and of the MLP channels in every layer
 (`hf_gru.pruning.prune_structured`: a smaller model, saved and loaded like any other); `magnitude:S` zeroes the
 fraction S of the smallest weights of every decoder linear (`magnitude_prune`: same dense size, masks kept through
-the fine-tune). Sparsity is the share of decoder-layer linear weights removed or zeroed (the embedding is kept).
-Each pruned copy trains --max_steps steps on the training part of the corpus (as train_causal_lm.py splits it) and is
+the fine-tune); `none:0` fine-tunes an unpruned copy the same way (the control). Sparsity is the share of
+decoder-layer linear weights removed or zeroed (the embedding is kept). Each pruned copy trains --max_steps steps on the training part of the corpus (as train_causal_lm.py splits it) and is
 evaluated on the held-out part. Size: model.safetensors and its gzip size (zeros compress; a dense file does not
 shrink). Speed: greedy PyTorch decode of --new_tokens tokens at batch 1, the best of --repeats runs.
 """
@@ -32,7 +33,7 @@ from hf_gru.evaluation import perplexity, text_blocks
 from hf_gru.pruning import linear_sparsity, magnitude_prune, prunable_linears, prune_structured, recovery_finetune
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-METHODS = ("structured", "magnitude")
+METHODS = ("structured", "magnitude", "none")  # none:0 = the control: fine-tuned, not pruned
 
 
 @dataclass
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
             )
         else:
             model = copy.deepcopy(original)
-            masks = magnitude_prune(model, value)
+            masks = magnitude_prune(model, value) if method == "magnitude" else None
         before = perplexity(model.eval(), heldout)
         run_args = copy.deepcopy(training_args)
         run_args.output_dir = str(output_dir / name / "trainer")
@@ -118,8 +119,8 @@ def parse_levels(text: str) -> list[tuple[str, str, float]]:
         valid = method in METHODS and (0 < number < 1 if method == "structured" else 0 <= number < 1)
         if not valid:
             raise ValueError(
-                f"--levels item {item!r} must be structured:KEEP with 0 < KEEP < 1 or magnitude:SPARSITY with "
-                f"0 <= SPARSITY < 1."
+                f"--levels item {item!r} must be structured:KEEP with 0 < KEEP < 1, magnitude:SPARSITY with "
+                f"0 <= SPARSITY < 1, or none:0 (fine-tuned without pruning)."
             )
         levels.append((f"{method}-{value}", method, number))
     return levels
