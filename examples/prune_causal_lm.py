@@ -9,11 +9,12 @@ sparsity vs held-out perplexity vs stored size vs decode speed:
 
 Levels: `structured:F` keeps the fraction F of the GRU state units and of the MLP channels in every layer
 (`hf_gru.pruning.prune_structured`: a smaller model, saved and loaded like any other); `magnitude:S` zeroes the
-fraction S of the smallest weights of every decoder linear (`magnitude_prune`: same dense size, masks kept through
-the fine-tune); `none:0` fine-tunes an unpruned copy the same way (the control). Sparsity is the share of
-decoder-layer linear weights removed or zeroed (the embedding is kept). Each pruned copy trains --max_steps steps on the training part of the corpus (as train_causal_lm.py splits it) and is
-evaluated on the held-out part. Size: model.safetensors and its gzip size (zeros compress; a dense file does not
-shrink). Speed: greedy PyTorch decode of --new_tokens tokens at batch 1, the best of --repeats runs.
+fraction S of the smallest weights of every decoder linear (`magnitude_prune`: same dense size, masks kept through the
+fine-tune); `none:0` fine-tunes an unpruned copy the same way (the control). Sparsity is the share of decoder-layer
+linear weights removed or zeroed (the embedding is kept). Each pruned copy trains --max_steps steps on the training
+part of the corpus (as train_causal_lm.py splits it) and is evaluated on the held-out part. Size: model.safetensors and
+its gzip size (zeros compress; a dense file does not shrink). Speed: greedy PyTorch decode of --new_tokens tokens at
+batch 1, the best of --repeats runs.
 """
 
 import copy
