@@ -115,6 +115,11 @@ class HybridGRUMLP(nn.Module):
         return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
 
 
+def reads_plain_weight(module: nn.Module) -> bool:
+    """True for an `nn.Linear` whose weight is a plain tensor, which a fused kernel may read without calling it."""
+    return type(module) is nn.Linear and type(module.weight) in (torch.Tensor, nn.Parameter)
+
+
 class HybridGRUMixer(nn.Module):
     """GRU token mixer: short causal depthwise conv -> input projection -> recurrence -> output projection.
 
@@ -221,16 +226,16 @@ class HybridGRUMixer(nn.Module):
         hidden_proj: nn.Module | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, T, D), h0 (B, H) -> all states (B, T, H) and the last state (B, H)."""
-        # The fused paths read projection weights directly; an adapter-wrapped projection (e.g. LoRA from peft)
-        # must go through its module call, so it takes the reference loop.
-        plain_hidden = hidden_proj is None or type(hidden_proj) is nn.Linear
+        # The fused paths read projection weights directly; an adapter-wrapped projection (e.g. LoRA from peft) or a
+        # quantized weight (e.g. torchao's Int8Tensor) must go through its module call, so it takes the reference loop.
+        plain_hidden = hidden_proj is None or reads_plain_weight(hidden_proj)
         if not self.use_fast_path or x.shape[1] == 1 or torch.compiler.is_exporting() or not plain_hidden:
             gates_x = input_proj(x)  # hoisted out of the time loop: one matmul for the whole chunk
             if self.variant == "gru":
                 return gru_recurrence(gates_x, h0.to(gates_x.dtype), hidden_proj, keep, reset)
             decay, values = mingru_gates(gates_x, keep, reset)
             return linear_recurrence(decay, values, h0.to(values.dtype))
-        if self.variant == "gru" and x.is_cuda and keep is None and reset is None and type(input_proj) is nn.Linear:
+        if self.variant == "gru" and x.is_cuda and keep is None and reset is None and reads_plain_weight(input_proj):
             return cudnn_gru(x, h0, input_proj, hidden_proj)
         gates_x = upcast(input_proj(x.transpose(0, 1)))  # (T, B, G): each step reads one contiguous slice
         keep = keep.t().contiguous() if keep is not None else None

@@ -1,0 +1,95 @@
+"""Dynamic int8 quantization for CPU inference: the PyTorch model (torchao) and exported ONNX graphs (onnxruntime).
+
+Both keep activations in float between layers and quantize them per call ("dynamic"): weights are stored as int8
+with one float scale per output channel, and each matmul quantizes its input on the fly, so no calibration data is
+needed. Covered: every `nn.Linear` (GRU `input_proj` / `hidden_proj` / `out_proj`, attention `q/k/v/o_proj`, MLP
+`gate/up/down_proj`) and the token embedding (int8 weight-only, shared with a tied LM head). Kept in float: norms,
+the short depthwise conv, biases and the recurrent state itself.
+
+`torchao` and `onnxruntime` come with the `export` extra (`pip install "hf_gru[export]"`); nothing here is needed to
+load a checkpoint.
+"""
+
+import io
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+
+def _require(module: str):
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError as error:
+        raise ImportError(f"{module} is needed for int8 quantization: pip install 'hf_gru[export]'") from error
+
+
+def quantize_int8(model: PreTrainedModel, embeddings: bool = True) -> PreTrainedModel:
+    """Quantizes `model` in place for CPU inference with torchao; returns it.
+
+    Every `nn.Linear` gets int8 weights (per output channel) and int8 dynamic activations (per token). With
+    `embeddings`, the input embedding is stored as int8 (per row, weight-only) and a tied LM head keeps reading that
+    same tensor, so the vocabulary matrix is stored once; without, a tied LM head gets its own int8 copy and the
+    embedding stays float. GRU projections are quantized too: a quantized `hidden_proj` makes the classic-GRU mixer
+    take its reference loop (the fused scan reads plain weights only), minGRU mixers keep their fused scan.
+    """
+    quantization = _require("torchao.quantization")
+    input_embeddings, head = model.get_input_embeddings(), model.get_output_embeddings()
+    tied = head is not None and head.weight is input_embeddings.weight
+    skip = {id(head)} if tied and embeddings else set()
+    with torch.no_grad():
+        if embeddings:
+            weight_only = quantization.IntxWeightOnlyConfig(
+                weight_dtype=torch.int8, granularity=quantization.PerAxis(0)
+            )
+            quantization.quantize_(
+                input_embeddings, weight_only, filter_fn=lambda module, _: isinstance(module, nn.Embedding)
+            )
+        quantization.quantize_(
+            model,
+            quantization.Int8DynamicActivationInt8WeightConfig(),
+            filter_fn=lambda module, _: isinstance(module, nn.Linear) and id(module) not in skip,
+        )
+        if tied and embeddings:
+            head.weight = input_embeddings.weight  # the int8 embedding, read as an int8 weight-only linear
+    # `tie_weights()` (e.g. in `resize_token_embeddings`) must not replace the quantized head with a float tensor
+    model.config.tie_word_embeddings = tied and embeddings
+    return model
+
+
+def state_dict_bytes(model: nn.Module) -> int:
+    """Bytes of `torch.save(model.state_dict())`: the stored size of a float or torchao-quantized model (a tensor
+    shared by two names, such as tied embeddings, is written once)."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.tell()
+
+
+def quantize_onnx_int8(onnx_path: str | Path, output_path: str | Path | None = None) -> Path:
+    """Writes a dynamic-int8 copy of an ONNX graph with onnxruntime's quantization tools; returns its path.
+
+    Weights of `MatMul`/`Gemm` (and `Gather`, the embedding lookup) become int8 per output channel, inside loop bodies
+    too; activations are quantized at run time. The default output is `<stem>.int8.onnx` beside the input, which is left unchanged.
+    """
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file() or onnx_path.suffix != ".onnx":
+        raise ValueError(f"onnx_path must be an existing .onnx file, got {str(onnx_path)!r}.")
+    output_path = Path(output_path) if output_path is not None else onnx_path.with_suffix(".int8.onnx")
+    if output_path.resolve() == onnx_path.resolve():
+        raise ValueError(f"output_path must differ from onnx_path ({str(onnx_path)!r}): the input is kept.")
+    ort_quantization = _require("onnxruntime.quantization")
+    ort_quantization.quantize_dynamic(
+        onnx_path,
+        output_path,
+        op_types_to_quantize=["MatMul", "Gemm", "Gather"],
+        per_channel=True,
+        weight_type=ort_quantization.QuantType.QInt8,
+        # Activation x activation products (attention scores) stay float; subgraphs are quantized too: the classic
+        # GRU's hidden projection lives in the body of the ONNX `Scan` that runs its time loop.
+        extra_options={"MatMulConstBOnly": True, "EnableSubgraph": True},
+    )
+    return output_path
+
+
+__all__ = ["quantize_int8", "quantize_onnx_int8", "state_dict_bytes"]
