@@ -280,6 +280,16 @@ def attention_implementation(config: HybridGRUConfig, output_attentions: bool | 
     return "eager" if output_attentions else config._attn_implementation
 
 
+def config_for_masks(config: HybridGRUConfig, implementation: str) -> HybridGRUConfig:
+    """`config` as transformers' mask builders should read it for a call that runs `implementation` (a shallow copy
+    when that differs from the configured one), so the masks and the attention function of the call agree."""
+    if implementation == config._attn_implementation:
+        return config
+    config = copy.copy(config)
+    config._attn_implementation_internal = implementation
+    return config
+
+
 def eager_attention_forward(
     module: nn.Module,
     query: torch.Tensor,
@@ -518,10 +528,7 @@ class HybridGRUModel(HybridGRUPreTrainedModel):
 
     def _build_masks(self, inputs_embeds, attention_mask, cache, position_ids, implementation: str) -> dict:
         """One mask per layer type, each built for the attention function the layers run in this call."""
-        config = self.config
-        if implementation != config._attn_implementation:
-            config = copy.copy(config)
-            config._attn_implementation_internal = implementation
+        config = config_for_masks(self.config, implementation)
         mask_kwargs = {
             "config": config,
             "inputs_embeds": inputs_embeds,

@@ -10,7 +10,6 @@ transformers' `EncoderDecoderCache`: the decoder's self-attention keys/values an
 transformers and its sibling modules.
 """
 
-import copy
 from collections.abc import Callable
 
 import torch
@@ -35,6 +34,7 @@ from .modeling_hybrid_gru import (
     HybridGRURMSNorm,
     HybridGRURotaryEmbedding,
     attention_implementation,
+    config_for_masks,
     eager_attention_forward,
 )
 
@@ -216,12 +216,8 @@ class HybridGRUSeq2SeqDecoder(HybridGRUSeq2SeqPreTrainedModel, HybridGRUModel):
             position_ids = self._positions(inputs_embeds, attention_mask, self_cache if has_attention else None)
         implementation = attention_implementation(self.config, kwargs.get("output_attentions"))
         masks = self._build_masks(inputs_embeds, attention_mask, self_cache, position_ids, implementation)
-        mask_config = self.config
-        if implementation != mask_config._attn_implementation:  # eager for this call: an additive mask, not boolean
-            mask_config = copy.copy(mask_config)
-            mask_config._attn_implementation_internal = implementation
         cross_mask = create_bidirectional_mask(
-            config=mask_config,
+            config=config_for_masks(self.config, implementation),
             inputs_embeds=inputs_embeds,
             attention_mask=encoder_attention_mask,
             encoder_hidden_states=encoder_hidden_states,
