@@ -69,8 +69,8 @@ def state_dict_bytes(model: nn.Module) -> int:
 def quantize_onnx_int8(onnx_path: str | Path, output_path: str | Path | None = None) -> Path:
     """Writes a dynamic-int8 copy of an ONNX graph with onnxruntime's quantization tools; returns its path.
 
-    Weights of `MatMul`/`Gemm` (and `Gather`, the embedding lookup) become int8 per output channel, inside loop bodies
-    too; activations are quantized at run time. The default output is `<stem>.int8.onnx` beside the input, which is left unchanged.
+    Weights of `MatMul`/`Gemm` (and `Gather`, the embedding lookup) become int8 (7-bit range) per output channel,
+    inside loop bodies too; activations are quantized at run time. The default output is `<stem>.int8.onnx` beside the input, which is left unchanged.
     """
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file() or onnx_path.suffix != ".onnx":
@@ -85,6 +85,9 @@ def quantize_onnx_int8(onnx_path: str | Path, output_path: str | Path | None = N
         op_types_to_quantize=["MatMul", "Gemm", "Gather"],
         per_channel=True,
         weight_type=ort_quantization.QuantType.QInt8,
+        # 7-bit weights: on x86 CPUs without VNNI (AVX2 only) onnxruntime's uint8 x int8 kernel sums pairs of products
+        # in int16 and saturates; at 8 bits a 2-layer MLP here was off by 16% of its output range, at 7 bits by 1.6%.
+        reduce_range=True,
         # Activation x activation products (attention scores) stay float; subgraphs are quantized too: the classic
         # GRU's hidden projection lives in the body of the ONNX `Scan` that runs its time loop.
         extra_options={"MatMulConstBOnly": True, "EnableSubgraph": True},
