@@ -6,7 +6,7 @@
 
 Data: aeon's `ecg-diff-count-3` (read from the installed wheel): TRAIN_NA (10,000 normal samples) to train on, TEST
 (10,000 samples, 3 anomalous heartbeats of 100 samples) to score. hf_gru trains with the example's defaults
-(`hf_gru.anomaly.DEFAULT_TRAINING`, context 200, smoothing 50, chosen on TRAIN_NA/TRAIN_A, not on TEST) for
+(`hf_gru.tasks.anomaly.DEFAULT_TRAINING`, context 200, smoothing 50, chosen on TRAIN_NA/TRAIN_A, not on TEST) for
 `--seeds` seeds. Baselines from aeon with their window set to one heartbeat (`--window`, 100 samples): STOMP (matrix
 profile via stumpy), KMeansAD (unsupervised on TEST, and semi-supervised: fit on TRAIN_NA), LOF (pyod), MERLIN
 (discord lengths window +- 10%). Metrics from aeon: point AUC-ROC and AUC-PR, range VUS-PR; fit + score wall time.
@@ -24,7 +24,7 @@ import torch
 from common import base_parser, machine_info, markdown_table, write_json
 from transformers import TrainingArguments
 
-from hf_gru.anomaly import (
+from hf_gru.tasks.anomaly import (
     DEFAULT_TRAINING,
     HybridGRUAnomalyDetector,
     aeon_anomaly_csv,

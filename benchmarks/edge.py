@@ -9,7 +9,7 @@ Models: configs/hybrid-gru-tiny (the quick start model, 1.3M parameters) and con
 weights (decode speed does not depend on training), and for each a LlamaForCausalLM of the same width, depth, heads,
 FFN width and vocabulary whose parameter count is matched within 5% (its FFN width is adjusted if needed).
 Runtimes: PyTorch eager (one forward per token on a DynamicCache), onnxruntime fp32, onnxruntime dynamic int8
-(`hf_gru.quantization.quantize_onnx_int8`) and ExecuTorch with its portable kernels (a decode-step program, fp32; the
+(`hf_gru.deploy.quantization.quantize_onnx_int8`) and ExecuTorch with its portable kernels (a decode-step program, fp32; the
 prompt is fed one token per call; the XNNPACK delegate refused the hybrid's program: "Output node ... is already in
 the inputs", pass-through outputs). HybridGRU is exported with `hf_gru.export_onnx` / `hf_gru.export_executorch` (GRU
 state and attention KV as graph inputs/outputs); Llama the standard way: `torch.onnx.export` (dynamo) /
@@ -43,7 +43,7 @@ from transformers import AutoConfig, DynamicCache, LlamaConfig, LlamaForCausalLM
 
 import hf_gru
 from hf_gru import HybridGRUForCausalLM
-from hf_gru.quantization import quantize_onnx_int8
+from hf_gru.deploy.quantization import quantize_onnx_int8
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SIZES = {"tiny": CONFIGS / "hybrid-gru-tiny", "small": CONFIGS / "hybrid-gru-small"}
@@ -258,7 +258,7 @@ def executorch_runner(path: Path, state_inputs: list[tuple[str, list]]) -> Graph
 
 
 def hybrid_state_shapes(config) -> list[tuple[str, list]]:
-    from hf_gru.export import state_specs
+    from hf_gru.deploy import state_specs
 
     sizes = {"batch": 1, "past_length": 0}
     return [(spec["name"], [sizes.get(d, d) for d in spec["shape"]]) for spec in state_specs(config)]

@@ -13,7 +13,7 @@ import torch
 from common import base_parser, interleaved, markdown_table, median, paired_ratio, print_header, setup, write_json
 from transformers import AutoModel, BertConfig, BertModel, BertTokenizer
 
-from hf_gru.encoder_distillation import build_student
+from hf_gru.pretrained.encoder_distillation import build_student
 
 MINILM_SHAPE = dict(
     vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,

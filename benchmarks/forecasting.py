@@ -29,7 +29,7 @@ from torch import nn
 from transformers import PatchTSTConfig, PatchTSTForPrediction
 
 from hf_gru import HybridGRUConfig, HybridGRUForTimeSeriesPrediction
-from hf_gru.forecasting import ChronologicalSplit, StandardScaler, load_vic_elec, seasonal_naive
+from hf_gru.tasks.forecasting import ChronologicalSplit, StandardScaler, load_vic_elec, seasonal_naive
 
 CONTEXT_LENGTH = 336  # one week of half-hours: PatchTST's look-back (its paper's), also DLinear's
 HORIZONS = (48, 96)  # one and two days ahead

@@ -42,7 +42,7 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...: runs, tees to $OUT/NAME.txt, nev
     timeout "${LIMIT:-$limit}" "$@" 2>&1 | tee "$OUT/$name.txt"
     echo "== $name: exit ${PIPESTATUS[0]}"
 }
-step tests 90 python3 -m pytest tests/test_gru_recurrences.py -q -p no:cacheprovider
+step tests 90 python3 -m pytest tests/models/hybrid_gru/test_recurrence_hybrid_gru.py -q -p no:cacheprovider
 step scan_kernels 60 python3 benchmarks/scan_kernels.py --device "$DEVICE" $SCAN --json "$OUT/scan_kernels.json"
 step train 100 python3 benchmarks/train_throughput.py $COMMON $TRAIN --json "$OUT/train.json"
 step decode 80 python3 benchmarks/decode_latency.py $COMMON $DECODE --json "$OUT/decode.json"

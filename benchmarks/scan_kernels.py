@@ -16,7 +16,7 @@ import torch
 from common import base_parser, interleaved, markdown_table, median, print_header, setup, write_json
 from torch import nn
 
-from hf_gru.recurrence_hybrid_gru import (
+from hf_gru.models.hybrid_gru.recurrence_hybrid_gru import (
     cudnn_gru,
     gru_recurrence,
     gru_scan,

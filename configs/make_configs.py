@@ -17,7 +17,7 @@ from pathlib import Path
 from hf_gru import HybridGRUConfig
 
 CONFIGS_DIR = Path(__file__).resolve().parent
-# Special-token ids follow hf_gru.text.train_bpe_tokenizer (0 = <|endoftext|> as bos/eos, 1 = <|pad|>); the training
+# Special-token ids follow hf_gru.tasks.text.train_bpe_tokenizer (0 = <|endoftext|> as bos/eos, 1 = <|pad|>); the training
 # script resets vocab_size and these ids from whichever tokenizer it uses.
 SPECIAL_IDS = {"bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1}
 SPECS: dict[str, dict] = {

@@ -31,7 +31,7 @@ import numpy as np
 import transformers
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
-from hf_gru.anomaly import (
+from hf_gru.tasks.anomaly import (
     DEFAULT_SMOOTHING_WINDOW,
     DEFAULT_TRAINING,
     HybridGRUAnomalyDetector,
@@ -39,7 +39,7 @@ from hf_gru.anomaly import (
     anomaly_metrics,
     read_timeeval_csv,
 )
-from hf_gru.hub import write_model_card
+from hf_gru.training.hub import write_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def write_outputs(
     )
 
 
-USAGE = """from hf_gru.anomaly import HybridGRUAnomalyDetector
+USAGE = """from hf_gru.tasks.anomaly import HybridGRUAnomalyDetector
 
 detector = HybridGRUAnomalyDetector.from_pretrained("path/to/model")
 scores = detector.score(series)  # (time,) or (time, channels) -> one score per step

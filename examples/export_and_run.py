@@ -24,8 +24,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
 
 import hf_gru
-from hf_gru.evaluation import perplexity, text_blocks
-from hf_gru.quantization import quantize_int8, state_dict_bytes
+from hf_gru.deploy.quantization import quantize_int8, state_dict_bytes
+from hf_gru.tasks.perplexity import perplexity, text_blocks
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TARGET_SIZE_RATIO, TARGET_PERPLEXITY_RATIO = 0.30, 1.03  # issue 14: int8 file <= 30% of fp32, perplexity <= +3%

@@ -42,9 +42,9 @@ from transformers import (
 )
 
 import hf_gru  # noqa: F401  (registers model_type "hybrid_gru" with the Auto classes)
-from hf_gru.conversion import convert_to_hybrid, gru_state_bytes, kv_cache_bytes, write_conversion_card
-from hf_gru.distillation import DistillationTrainer
-from hf_gru.plotting import save_loss_curve
+from hf_gru.pretrained.conversion import convert_to_hybrid, gru_state_bytes, kv_cache_bytes, write_conversion_card
+from hf_gru.pretrained.distillation import DistillationTrainer
+from hf_gru.training.plotting import save_loss_curve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the data helpers of the main job, reused as they are
 from train_causal_lm import (  # noqa: E402

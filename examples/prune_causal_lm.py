@@ -8,7 +8,7 @@ sparsity vs held-out perplexity vs stored size vs decode speed:
     python examples/prune_causal_lm.py --levels none:0 --output_dir outputs/prune-control   # fine-tuned, unpruned
 
 Levels: `structured:F` keeps the fraction F of the GRU state units and of the MLP channels in every layer
-(`hf_gru.pruning.prune_structured`: a smaller model, saved and loaded like any other); `magnitude:S` zeroes the
+(`hf_gru.deploy.pruning.prune_structured`: a smaller model, saved and loaded like any other); `magnitude:S` zeroes the
 fraction S of the smallest weights of every decoder linear (`magnitude_prune`: same dense size, masks kept through the
 fine-tune); `none:0` fine-tunes an unpruned copy the same way (the control). Sparsity is the share of decoder-layer
 linear weights removed or zeroed (the embedding is kept). Each pruned copy trains --max_steps steps on the training
@@ -30,8 +30,14 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
 
-from hf_gru.evaluation import perplexity, text_blocks
-from hf_gru.pruning import linear_sparsity, magnitude_prune, prunable_linears, prune_structured, recovery_finetune
+from hf_gru.deploy.pruning import (
+    linear_sparsity,
+    magnitude_prune,
+    prunable_linears,
+    prune_structured,
+    recovery_finetune,
+)
+from hf_gru.tasks.perplexity import perplexity, text_blocks
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("structured", "magnitude", "none")  # none:0 = the control: fine-tuned, not pruned

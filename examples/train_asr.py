@@ -50,7 +50,7 @@ from transformers import (
 
 from hf_gru import HybridGRUConfig, HybridGRUForCTC
 from hf_gru.metrics import load_metric
-from hf_gru.speech import SAMPLING_RATE, build_processor, normalize_transcript, read_wav
+from hf_gru.tasks.speech import SAMPLING_RATE, build_processor, normalize_transcript, read_wav
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT_DIRS = (REPO / "data" / "text" / "austen", Path("/work/shared/data/text/austen"))

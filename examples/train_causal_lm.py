@@ -48,11 +48,11 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 import hf_gru  # noqa: F401  (registers model_type "hybrid_gru" with the Auto classes)
-from hf_gru.conversion import llama_config_from
-from hf_gru.hub import HubPushError, push_folder_to_hub, write_model_card
-from hf_gru.lora import DEFAULT_TARGETS, lora_targets
-from hf_gru.plotting import save_loss_curve
-from hf_gru.text import group_texts, train_bpe_tokenizer
+from hf_gru.pretrained.conversion import llama_config_from
+from hf_gru.tasks.text import group_texts, train_bpe_tokenizer
+from hf_gru.training.hub import HubPushError, push_folder_to_hub, write_model_card
+from hf_gru.training.lora import DEFAULT_TARGETS, lora_targets
+from hf_gru.training.plotting import save_loss_curve
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TRAIN_FILE = REPO_ROOT / "data" / "austen" / "prideprejudice.txt"

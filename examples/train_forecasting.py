@@ -22,7 +22,7 @@ import torch
 from transformers import Trainer, TrainingArguments, set_seed
 
 from hf_gru import HybridGRUConfig, HybridGRUForTimeSeriesPrediction
-from hf_gru.forecasting import (
+from hf_gru.tasks.forecasting import (
     DAILY_SEASON,
     ChronologicalSplit,
     ForecastWindows,

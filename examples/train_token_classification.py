@@ -46,8 +46,8 @@ from transformers import (
 
 import hf_gru  # noqa: F401  (registers HybridGRU with the Auto classes)
 from hf_gru.metrics import load_metric
-from hf_gru.plotting import save_loss_curve
-from hf_gru.text import build_classifier, train_bpe_tokenizer
+from hf_gru.tasks.text import build_classifier, train_bpe_tokenizer
+from hf_gru.training.plotting import save_loss_curve
 
 logger = logging.getLogger(__name__)
 

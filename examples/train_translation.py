@@ -46,9 +46,9 @@ from transformers import (
 
 import hf_gru  # noqa: F401  (registers model_type "hybrid_gru" with the Auto classes)
 from hf_gru import HybridGRUConfig, HybridGRUForConditionalGeneration
-from hf_gru.hub import write_model_card
 from hf_gru.metrics import load_metric
-from hf_gru.text import train_bpe_tokenizer
+from hf_gru.tasks.text import train_bpe_tokenizer
+from hf_gru.training.hub import write_model_card
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import build_verse_pairs  # noqa: E402

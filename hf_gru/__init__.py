@@ -16,54 +16,46 @@ from transformers import (
     AutoModelForTokenClassification,
 )
 
-from .configuration_hybrid_gru import HybridGRUConfig
-from .modeling_hybrid_gru import (
-    HybridGRUForCausalLM,
-    HybridGRUForQuestionAnswering,
-    HybridGRUForSequenceClassification,
-    HybridGRUForTokenClassification,
-    HybridGRUModel,
-    HybridGRUPreTrainedModel,
-)
-from .modeling_hybrid_gru_ctc import HybridGRUForCTC
-from .modeling_hybrid_gru_seq2seq import HybridGRUEncoderDecoderModel, HybridGRUForConditionalGeneration
-from .modeling_hybrid_gru_time_series import HybridGRUForTimeSeriesPrediction
+from . import _moved
+from .models import hybrid_gru as _model
+from .models.hybrid_gru import *  # noqa: F403  (the configuration, the model and every head)
 
 __version__ = "0.1.0"
 
 _AUTO_CLASSES = {
-    AutoModel: HybridGRUModel,
-    AutoModelForCausalLM: HybridGRUForCausalLM,
-    AutoModelForSequenceClassification: HybridGRUForSequenceClassification,
-    AutoModelForTokenClassification: HybridGRUForTokenClassification,
-    AutoModelForQuestionAnswering: HybridGRUForQuestionAnswering,
+    AutoModel: _model.HybridGRUModel,
+    AutoModelForCausalLM: _model.HybridGRUForCausalLM,
+    AutoModelForSequenceClassification: _model.HybridGRUForSequenceClassification,
+    AutoModelForTokenClassification: _model.HybridGRUForTokenClassification,
+    AutoModelForQuestionAnswering: _model.HybridGRUForQuestionAnswering,
 }
 
 
 def _register(auto_classes: dict) -> None:
     """Registers each class with its Auto class, and marks it as shareable remote code (auto_map + source files)."""
     for auto_class, model_class in auto_classes.items():
-        auto_class.register(HybridGRUConfig, model_class, exist_ok=True)
+        auto_class.register(_model.HybridGRUConfig, model_class, exist_ok=True)
         model_class.register_for_auto_class(auto_class.__name__)
 
 
-AutoConfig.register(HybridGRUConfig.model_type, HybridGRUConfig, exist_ok=True)
-HybridGRUConfig.register_for_auto_class()
+AutoConfig.register(_model.HybridGRUConfig.model_type, _model.HybridGRUConfig, exist_ok=True)
+_model.HybridGRUConfig.register_for_auto_class()
 _register(_AUTO_CLASSES)
-_register({AutoModelForTimeSeriesPrediction: HybridGRUForTimeSeriesPrediction})
-_register({AutoModelForCTC: HybridGRUForCTC})
-_register({AutoModelForSeq2SeqLM: HybridGRUForConditionalGeneration})
+_register({AutoModelForTimeSeriesPrediction: _model.HybridGRUForTimeSeriesPrediction})
+_register({AutoModelForCTC: _model.HybridGRUForCTC})
+_register({AutoModelForSeq2SeqLM: _model.HybridGRUForConditionalGeneration})
 
 # Loaded on first use: the Trainer they build on takes seconds to import, which a plain model load should not pay;
 # the exporters and their runtimes are not needed to train or load a model.
-_LAZY = {"convert_to_hybrid": ".conversion", "DistillationTrainer": ".distillation"}
+_LAZY = {"convert_to_hybrid": ".pretrained.conversion", "DistillationTrainer": ".pretrained.distillation"}
 _LAZY.update(
     dict.fromkeys(
         ["export_onnx", "export_executorch", "OnnxCausalLM", "ExecuTorchCausalLM", "OnnxTimeSeriesForecaster",
          "OnnxCTCRecognizer"],
-        ".export",
+        ".deploy",
     )
 )  # fmt: skip
+_moved.install()  # the flat layout's module paths (hf_gru.text, hf_gru.export, ...) still import, with a warning
 
 
 def __getattr__(name: str):
@@ -71,27 +63,11 @@ def __getattr__(name: str):
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    if f"{__name__}.{name}" in _moved.MOVED_MODULES:  # `hf_gru.text` as an attribute, `from hf_gru import text`
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'hf_gru' has no attribute {name!r}")
 
 
-__all__ = [
-    "convert_to_hybrid",
-    "DistillationTrainer",
-    "HybridGRUConfig",
-    "HybridGRUPreTrainedModel",
-    "HybridGRUModel",
-    "HybridGRUForCausalLM",
-    "HybridGRUForSequenceClassification",
-    "HybridGRUForTokenClassification",
-    "HybridGRUForQuestionAnswering",
-    "HybridGRUForTimeSeriesPrediction",
-    "HybridGRUForCTC",
-    "HybridGRUEncoderDecoderModel",
-    "HybridGRUForConditionalGeneration",
-    "export_onnx",
-    "export_executorch",
-    "OnnxCausalLM",
-    "ExecuTorchCausalLM",
-    "OnnxTimeSeriesForecaster",
-    "OnnxCTCRecognizer",
-]
+__all__ = [*_model.__all__, *_LAZY]

@@ -17,7 +17,7 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-# Markers that transformers' common test suite (tests/test_transformers_common.py) puts on its tests.
+# Markers that transformers' common test suite (tests/models/hybrid_gru/test_transformers_common.py) puts on its tests.
 _SUITE_MARKERS = (
     "accelerate_tests", "flash_attn_test", "flash_attn_3_test", "flash_attn_4_test", "is_agent_test",
     "is_expert_parallel_test", "is_fsdp_test", "is_pipeline_test", "is_staging_test", "is_tensor_parallel_test",

@@ -10,6 +10,8 @@ import torch
 
 from hf_gru import HybridGRUConfig
 
+REPO = Path(__file__).resolve().parents[1]  # the repository root
+
 # Run first in the child: makes `import hf_gru` fail even with an editable install, so only the remote code
 # saved next to a checkpoint can define the model.
 _BLOCK_HF_GRU = "import sys; sys.modules['hf_gru'] = None\n"

@@ -43,7 +43,7 @@ def test_distils_then_fine_tunes_as_a_classifier(distill_encoder, text_classific
         assert (out / name).is_file(), name
     student = AutoModel.from_pretrained(out)
     assert isinstance(student, HybridGRUModel) and student.config.bidirectional
-    # started as the teacher's embedding (tests/test_encoder_distillation.py) and trained with the rest
+    # started as the teacher's embedding (tests/pretrained/test_encoder_distillation.py) and trained with the rest
     assert student.embed_tokens.weight.shape == teacher.embeddings.word_embeddings.weight.shape
     assert AutoTokenizer.from_pretrained(out).get_vocab() == tokenizer.get_vocab()
 

@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_gru import HybridGRUForCausalLM
-from hf_gru.text import train_bpe_tokenizer
+from hf_gru.tasks.text import train_bpe_tokenizer
 from tests.helpers import tiny_config
 
 

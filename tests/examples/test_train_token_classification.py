@@ -85,7 +85,7 @@ def test_read_conll(token_classification, tmp_path):
 
 def test_word_level_tokenizer_matches_running_text(token_classification):
     """Words tokenized one by one (training) give the same tokens as the joined sentence (the pipeline)."""
-    from hf_gru.text import train_bpe_tokenizer
+    from hf_gru.tasks.text import train_bpe_tokenizer
 
     words = ["@paul", "went", "to", "New", "York", "#travel", "!"]
     tokenizer = token_classification.word_level_tokenizer(train_bpe_tokenizer([" ".join(words)] * 5, vocab_size=300))

@@ -1,0 +1,263 @@
+"""hf_gru.tasks.anomaly and examples/detect_anomalies.py: streaming == offline, missing points, thresholds, save/load,
+the CSV checks of the example (errors name the file and the column; nothing written), and an end-to-end run (slow)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForTimeSeriesPrediction, TrainingArguments
+
+from hf_gru.tasks.anomaly import (
+    CenteredMean,
+    DetectorState,
+    HybridGRUAnomalyDetector,
+    TooFewExcessesError,
+    pot_threshold,
+    quantile_threshold,
+    read_timeeval_csv,
+    robust_location_scale,
+)
+from tests.helpers import REPO
+
+CONTEXT, CHANNELS = 8, 2
+TINY = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, block_pattern="GL")
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("detect_anomalies", REPO / "examples" / "detect_anomalies.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_detector(channels: int = CHANNELS, smoothing_window: int = 5) -> HybridGRUAnomalyDetector:
+    """A tiny untrained detector with a hand-set calibration (the scoring arithmetic does not care about training)."""
+    detector = HybridGRUAnomalyDetector.from_config(channels, CONTEXT, seed=0, **TINY)
+    detector.model.eval()
+    detector.state = DetectorState(
+        loc=[0.5] * channels, scale=[2.0] * channels, residual_median=[0.1] * channels,
+        residual_scale=[0.7] * channels, smoothing_window=smoothing_window, threshold=1.5, threshold_method="quantile",
+    )  # fmt: skip
+    return detector
+
+
+def signal(length: int, channels: int = CHANNELS, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)[:, None]
+    return (np.sin(t / 3.0 + np.arange(channels)) + 0.1 * rng.standard_normal((length, channels))).astype(np.float32)
+
+
+def streamed(detector, series, sizes, mask=None) -> np.ndarray:
+    scorer, out, start = detector.stream(), [], 0
+    for size in sizes:
+        chunk_mask = None if mask is None else mask[start : start + size]
+        out.append(scorer.update(series[start : start + size], chunk_mask))
+        start += size
+    assert start == len(series)
+    return np.concatenate(out + [scorer.flush()])
+
+
+@pytest.mark.parametrize("chunking", ["ones", "sevens", "random"])
+def test_streaming_equals_offline(chunking, one_torch_thread):
+    detector, series = make_detector(), signal(30)
+    offline = detector.score(series)
+    sizes = {"ones": [1] * 30, "sevens": [7, 7, 7, 7, 2], "random": [3, 11, 1, 9, 6]}[chunking]
+    assert offline.shape == (30,) and np.isfinite(offline).all()
+    np.testing.assert_array_equal(streamed(detector, series, sizes), offline)
+
+
+def test_residuals_are_the_forecasting_heads_one_shot_forecasts(one_torch_thread):
+    """The cached one-step loop gives the forecast of one call over [padding, x_0..x_{t-1}], for every t."""
+    detector, series = make_detector(), signal(12)
+    residuals = detector.stream().residuals(series, np.ones_like(series))
+    standardised = torch.as_tensor((series - 0.5) / 2.0)
+    padded = torch.cat([torch.zeros(CONTEXT, CHANNELS), standardised])
+    observed = torch.cat([torch.zeros(CONTEXT, CHANNELS), torch.ones(len(series), CHANNELS)])
+    with torch.no_grad():
+        for t in (0, 1, 5, 11):
+            out = detector.model(
+                past_values=padded[None, : CONTEXT + t], past_observed_mask=observed[None, : CONTEXT + t]
+            )
+            expected = standardised[t] - out.prediction_outputs[0, 0]
+            np.testing.assert_allclose(residuals[t], expected.numpy(), atol=1e-5)
+
+
+def test_masked_points_are_ignored_and_unmasked_nan_is_refused(one_torch_thread):
+    detector, series = make_detector(), signal(20)
+    mask = np.ones_like(series)
+    mask[3:6, 0] = 0  # one channel missing
+    mask[10:12] = 0  # every channel missing
+    with_nan, with_junk = series.copy(), series.copy()
+    with_nan[mask == 0], with_junk[mask == 0] = np.nan, 1e6
+    scores = detector.score(with_nan, mask)
+    np.testing.assert_array_equal(scores, detector.score(with_junk, mask))
+    np.testing.assert_array_equal(scores, streamed(detector, with_nan, [4, 1, 9, 6], mask))
+    unsmoothed = make_detector(smoothing_window=1)
+    assert (unsmoothed.score(with_nan, mask)[10:12] == 0).all()  # nothing observed: nothing anomalous
+    with pytest.raises(ValueError, match="NaN or inf values at observed points.*time step 3"):
+        detector.score(with_nan)
+
+
+def test_bad_series_shapes_are_value_errors():
+    detector = make_detector()
+    with pytest.raises(ValueError, match="3 channel"):
+        detector.score(np.zeros((10, 3), np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        detector.score(np.zeros((0,), np.float32))
+    uncalibrated = HybridGRUAnomalyDetector.from_config(1, CONTEXT, **TINY)
+    with pytest.raises(ValueError, match="not calibrated"):
+        uncalibrated.score(np.zeros(10, np.float32))
+
+
+@pytest.mark.parametrize("sizes", [[103], [1] * 103, [7] * 14 + [5], [3, 50, 1, 49]])
+@pytest.mark.parametrize("window", [1, 2, 5, 50])
+def test_centered_mean_matches_a_direct_computation(sizes, window):
+    values = np.random.default_rng(0).random(103)
+    before, after = window // 2, window - 1 - window // 2
+    expected = [values[max(t - before, 0) : t + after + 1].mean() for t in range(103)]
+    smoother, out, start = CenteredMean(window), [], 0
+    for size in sizes:
+        out.append(smoother.push(values[start : start + size]))
+        start += size
+    np.testing.assert_allclose(np.concatenate(out + [smoother.flush()]), expected, rtol=1e-12)
+
+
+def test_robust_scale_and_thresholds():
+    rng = np.random.default_rng(0)
+    residuals = np.stack([rng.normal(1.0, 2.0, 20_000), rng.normal(-1.0, 0.5, 20_000)], axis=1)
+    residuals[:100, 0] = 1e3  # outliers barely move the median and MAD
+    median, scale = robust_location_scale(residuals, np.ones_like(residuals))
+    np.testing.assert_allclose(median, [1.0, -1.0], atol=0.05)
+    np.testing.assert_allclose(scale, [2.0, 0.5], rtol=0.05)
+
+    scores = np.random.default_rng(2).exponential(1.0, 50_000)
+    assert quantile_threshold(scores, 0.99) == pytest.approx(np.log(100), rel=0.05)
+    # Exp(1) has a generalised Pareto tail with shape 0: the risk-r quantile is ln(1 / r); at r = 1e-5 (below one
+    # sample in 50,000) POT extrapolates past the data. Over seeds 0-4 the estimates were within 8% of it.
+    assert pot_threshold(scores, risk=1e-4) == pytest.approx(np.log(1e4), rel=0.05)
+    assert pot_threshold(scores, risk=1e-5) == pytest.approx(np.log(1e5), rel=0.1)
+    with pytest.raises(TooFewExcessesError):
+        pot_threshold(scores[:300], risk=1e-3)
+    with pytest.raises(ValueError, match="quantile"):
+        quantile_threshold(scores, 1.0)
+
+
+def test_fit_with_trainer_calibrates_on_held_out_normal_data(tmp_path, one_torch_thread):
+    detector = HybridGRUAnomalyDetector.from_config(1, CONTEXT, seed=0, **TINY)
+    train = signal(120, channels=1)
+    args = TrainingArguments(tmp_path, max_steps=3, per_device_train_batch_size=8, report_to="none",
+                             save_strategy="no", use_cpu=True, disable_tqdm=True)  # fmt: skip
+    trainer = detector.fit(train, args, validation_fraction=0.25, smoothing_window=3, threshold_method="pot")
+    assert trainer.state.global_step == 3
+    state = detector.state
+    assert state.loc[0] == pytest.approx(train[:90].mean(), rel=1e-5)  # standardisation from the training part only
+    assert state.smoothing_window == 3 and len(state.residual_scale) == 1
+    assert state.threshold_method == "quantile"  # 30 held-out scores: too few for POT, the fallback is recorded
+    held_out = detector.calibrate(train[90:], None, train[:90], None, smoothing_window=3, threshold_method="quantile",
+                                  quantile=0.9)  # fmt: skip
+    assert state.threshold == pytest.approx(np.quantile(held_out, 0.9))
+
+
+def test_save_load_round_trip(tmp_path, one_torch_thread):
+    detector, series = make_detector(), signal(15)
+    detector.save_pretrained(tmp_path / "detector")
+    loaded = HybridGRUAnomalyDetector.from_pretrained(tmp_path / "detector")
+    assert loaded.state == detector.state
+    np.testing.assert_allclose(loaded.score(series), detector.score(series), rtol=1e-6)  # float32 kernels may differ
+    model = AutoModelForTimeSeriesPrediction.from_pretrained(tmp_path / "detector")  # a plain model folder too
+    assert type(model).__name__ == "HybridGRUForTimeSeriesPrediction"
+    with pytest.raises(ValueError, match="anomaly_detector.json"):
+        HybridGRUAnomalyDetector.from_pretrained(tmp_path)
+
+
+def write_csv(path: Path, header: str, rows: list[str]) -> Path:
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+GOOD_ROWS = [f"{i},{np.sin(i / 3):.4f},{i % 7:.1f},0" for i in range(40)]
+
+
+@pytest.mark.parametrize(
+    "header, rows, match",
+    [
+        ("time,a,b,is_anomaly", GOOD_ROWS, "no column 'timestamp'"),
+        ("timestamp,is_anomaly", [f"{i},0" for i in range(40)], "no value column"),
+        ("timestamp,a,b,is_anomaly", GOOD_ROWS[:5] + ["5,abc,1.0,0"] + GOOD_ROWS[6:], "column 'a'.*'abc'.*row 7"),
+        ("timestamp,a,b,is_anomaly", GOOD_ROWS[:5] + ["5,1.0,,0"] + GOOD_ROWS[6:], "column 'b'.*''"),
+        ("timestamp,a,b,is_anomaly", GOOD_ROWS[:5] + ["5,1.0,2.0,2"] + GOOD_ROWS[6:], "column 'is_anomaly'.*'2'"),
+    ],
+)
+def test_csv_reader_names_the_file_and_column(tmp_path, header, rows, match):
+    path = write_csv(tmp_path / "bad.csv", header, rows)
+    with pytest.raises(ValueError, match=match) as error:
+        read_timeeval_csv(path)
+    assert str(path) in str(error.value)
+
+
+def test_csv_reader_reads_values_and_labels(tmp_path):
+    data = read_timeeval_csv(write_csv(tmp_path / "ok.csv", "timestamp,a,b,is_anomaly", GOOD_ROWS))
+    assert data.value_columns == ["a", "b"] and data.values.shape == (40, 2) and data.values.dtype == np.float32
+    assert data.labels.tolist() == [0] * 40 and data.timestamps[3] == "3"
+    with pytest.raises(ValueError, match="differ from the training file"):
+        read_timeeval_csv(tmp_path / "ok.csv", value_columns=["a"])
+
+
+@pytest.mark.parametrize(
+    "test_header, test_rows, match",
+    [
+        ("timestamp,a,b", [f"{i},1.0,2.0" for i in range(5)], "test.csv: 5 rows.*shorter than --context_length 8"),
+        ("timestamp,a,c", [f"{i},1.0,2.0" for i in range(40)], "test.csv: value columns"),
+        ("timestamp,a,b,is_anomaly", [f"{i},1.0,x,0" for i in range(40)], "test.csv: column 'b'"),
+    ],
+)
+def test_example_validates_before_writing(tmp_path, test_header, test_rows, match):
+    example = load_example()
+    train = write_csv(tmp_path / "train.csv", "timestamp,a,b,is_anomaly", GOOD_ROWS)
+    test = write_csv(tmp_path / "test.csv", test_header, test_rows)
+    output_dir = tmp_path / "out"
+    argv = ["--train_file", str(train), "--test_file", str(test), "--output_dir", str(output_dir),
+            "--context_length", str(CONTEXT), "--max_steps", "1"]  # fmt: skip
+    with pytest.raises(ValueError, match=match):
+        example.main(argv)
+    assert not output_dir.exists()
+
+
+def test_example_refuses_a_non_empty_output_dir(tmp_path):
+    example = load_example()
+    train = write_csv(tmp_path / "train.csv", "timestamp,a,b,is_anomaly", GOOD_ROWS)
+    output_dir = tmp_path / "out"
+    output_dir.mkdir()
+    (output_dir / "keep.txt").write_text("mine")
+    argv = ["--train_file", str(train), "--test_file", str(train), "--output_dir", str(output_dir),
+            "--context_length", str(CONTEXT)]  # fmt: skip
+    with pytest.raises(ValueError, match="not empty.*--overwrite_output_dir"):
+        example.main(argv)
+    assert [p.name for p in output_dir.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.slow
+def test_example_end_to_end_on_an_ecg_slice(tmp_path, one_torch_thread):
+    """The first 2,000 rows of aeon's ECG parts (one anomalous heartbeat in the test slice), 30 training steps."""
+    pytest.importorskip("aeon", reason="the ECG data and the metrics come from aeon (pip install 'hf_gru[anomaly]')")
+    from hf_gru.tasks.anomaly import aeon_anomaly_csv
+
+    paths = {}
+    for part in ("TRAIN_NA", "TEST"):
+        lines = aeon_anomaly_csv(part=part).read_text().splitlines()[:2001]
+        paths[part] = write_csv(tmp_path / f"{part}.csv", lines[0], lines[1:])
+    output_dir = tmp_path / "out"
+    argv = ["--train_file", str(paths["TRAIN_NA"]), "--test_file", str(paths["TEST"]), "--output_dir",
+            str(output_dir), "--max_steps", "30", "--context_length", "100"]  # fmt: skip
+    metrics = load_example().main(argv)
+    assert {"auc_roc", "auc_pr", "vus_pr", "precision", "recall", "f1", "range_f1"} <= set(metrics)
+    assert json.loads((output_dir / "metrics.json").read_text()) == metrics
+    scores = (output_dir / "scores.csv").read_text().splitlines()
+    assert scores[0] == "timestamp,score" and len(scores) == 2001
+    assert (output_dir / "scores.png").stat().st_size > 10_000
+    assert "auc_pr" in (output_dir / "model" / "README.md").read_text()  # model card with the metrics
+    loaded = HybridGRUAnomalyDetector.from_pretrained(output_dir / "model")
+    assert loaded.threshold == metrics["threshold"]
