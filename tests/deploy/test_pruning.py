@@ -9,8 +9,7 @@ from transformers import AutoModelForCausalLM, TrainingArguments
 from hf_gru import HybridGRUForCausalLM, HybridGRUForSequenceClassification
 from hf_gru.deploy.pruning import linear_sparsity, magnitude_prune, prune_structured, recovery_finetune
 from hf_gru.models.hybrid_gru.modeling_hybrid_gru import HybridGRUMixer, HybridGRUMLP
-
-from .helpers import assert_close, tiny_config
+from tests.helpers import assert_close, tiny_config
 
 DEAD_UNITS = [0, 3, 7, 20, 31]  # of gru_hidden_size 32
 DEAD_CHANNELS = list(range(0, 64, 4))  # of intermediate_size 64

@@ -14,8 +14,7 @@ from transformers import DynamicCache
 from hf_gru import HybridGRUForCausalLM
 from hf_gru.deploy.quantization import quantize_int8, quantize_onnx_int8, state_dict_bytes
 from hf_gru.tasks.perplexity import perplexity
-
-from .helpers import assert_close, tiny_config
+from tests.helpers import assert_close, tiny_config
 
 pytest.importorskip("torchao", reason="torchao comes with the export extra: pip install 'hf_gru[export]'")
 logging.getLogger("torchao").setLevel(logging.ERROR)  # it reports its CUDA-only kernels missing on a CPU build

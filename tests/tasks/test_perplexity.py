@@ -9,9 +9,8 @@ import torch
 from hf_gru import HybridGRUForCausalLM
 from hf_gru.tasks.perplexity import perplexity, text_blocks
 from hf_gru.tasks.text import train_bpe_tokenizer
-
-from .examples.lm_testing import load_script, write_tiny_data
-from .helpers import tiny_config
+from tests.examples.lm_testing import load_script, write_tiny_data
+from tests.helpers import tiny_config
 
 
 @pytest.fixture(scope="module")

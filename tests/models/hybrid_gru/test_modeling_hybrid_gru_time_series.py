@@ -9,9 +9,7 @@ import torch
 from transformers import AutoModelForTimeSeriesPrediction, DynamicCache
 
 from hf_gru import HybridGRUForTimeSeriesPrediction
-from tests.helpers import REPO
-
-from .helpers import assert_close, run_without_hf_gru, tiny_config
+from tests.helpers import REPO, assert_close, run_without_hf_gru, tiny_config
 
 BATCH, CONTEXT, HORIZON = 3, 24, 6
 

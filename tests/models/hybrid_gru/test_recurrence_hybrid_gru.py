@@ -18,8 +18,7 @@ from hf_gru.models.hybrid_gru.recurrence_hybrid_gru import (
     mingru_gates,
     packed_sequence_starts,
 )
-
-from .helpers import assert_close, tiny_config
+from tests.helpers import assert_close, tiny_config
 
 MASKS = ["none", "keep", "reset", "both"]
 
