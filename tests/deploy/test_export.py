@@ -12,7 +12,6 @@ import types
 import pytest
 import torch
 
-import hf_gru.deploy as export_module
 from hf_gru import (
     ExecuTorchCausalLM,
     HybridGRUConfig,
@@ -26,6 +25,7 @@ from hf_gru import (
     export_executorch,
     export_onnx,
 )
+from hf_gru.deploy import onnx_graphs, steps
 from tests.helpers import assert_close, tiny_config
 
 # hf_gru.deploy imports these only when exporting or loading a graph
@@ -190,7 +190,7 @@ def test_failed_export_leaves_no_folder(tmp_path, monkeypatch):
         path.write_bytes(b"half a graph")
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(export_module, "_export_onnx_graph", fail_half_way)
+    monkeypatch.setattr(onnx_graphs, "_export_onnx_graph", fail_half_way)
     with pytest.raises(RuntimeError, match="killed"):
         export_onnx(HybridGRUForCausalLM(tiny_config()), tmp_path / "out")
     assert list(tmp_path.iterdir()) == []  # neither `out` nor the staging folder
@@ -210,9 +210,7 @@ def test_int8_export_calls_the_quantizer_and_keeps_one_graph(tmp_path, monkeypat
     monkeypatch.setitem(
         sys.modules, "hf_gru.deploy.quantization", types.SimpleNamespace(quantize_onnx_int8=quantize_onnx_int8)
     )
-    monkeypatch.setattr(
-        export_module, "_export_onnx_graph", lambda model, path, opset: path.write_bytes(b"fp32 graph")
-    )
+    monkeypatch.setattr(onnx_graphs, "_export_onnx_graph", lambda model, path, opset: path.write_bytes(b"fp32 graph"))
     export_onnx(HybridGRUForCausalLM(tiny_config()), tmp_path / "out", quantize="int8")
     assert calls == [("model.float.onnx", b"fp32 graph")]
     assert (tmp_path / "out" / "model.onnx").read_bytes() == b"int8 graph"
@@ -226,7 +224,7 @@ def test_state_specs_follow_the_layer_pattern():
         vocab_size=10, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, block_pattern="AG",
         gru_hidden_size=24, gru_conv_kernel=3,
     )  # fmt: skip
-    shapes = {s["name"]: s["shape"] for s in export_module.state_specs(config)}
+    shapes = {s["name"]: s["shape"] for s in steps.state_specs(config)}
     assert shapes == {
         "past.0.key": ["batch", 2, "past_length", 8],
         "past.0.value": ["batch", 2, "past_length", 8],

@@ -487,8 +487,8 @@ def test_adapter_save_keeps_the_base_model_beside_it(tmp_path):
 def test_heads_without_tokens_build_no_token_table_and_load_checkpoints_that_have_one(tmp_path, head):
     """The time-series and CTC heads embed continuous inputs, so their backbone has no `vocab_size x hidden` table;
     a checkpoint saved before that (holding the unused table) still loads strictly, with the same outputs."""
-    from tests.test_modeling_hybrid_gru_ctc import ctc_model
-    from tests.test_modeling_hybrid_gru_time_series import make_model, series
+    from tests.models.hybrid_gru.test_modeling_hybrid_gru_ctc import ctc_model
+    from tests.models.hybrid_gru.test_modeling_hybrid_gru_time_series import make_model, series
 
     model = make_model(vocab_size=500) if head == "time_series" else ctc_model()
     assert model.model.embed_tokens is None
