@@ -237,16 +237,20 @@ def median(values: list) -> float:
 def cache_bytes(cache) -> dict[str, int]:
     """Bytes held by a transformers cache, split into attention KV and GRU state (conv inputs + recurrent state).
 
-    Read off the tensors each cache layer holds, whatever their class (dynamic, static, hybrid layers).
+    Read off the tensors each cache layer holds, whatever its class (dynamic, static, hybrid layers). Only the
+    state itself counts: bookkeeping tensors (position counters such as transformers 5.25's 0-d
+    `cumulative_length_linear`) are neither KV nor GRU state.
     """
+    kinds = {"keys": "attention", "values": "attention", "conv_states": "gru", "recurrent_states": "gru"}
     held = {"attention": 0, "gru": 0}
     for layer in cache.layers:
         for name, value in vars(layer).items():
+            if name not in kinds:
+                continue
             tensors = value.values() if isinstance(value, dict) else [value]
             for tensor in tensors:
                 if isinstance(tensor, torch.Tensor) and tensor.device.type != "meta":
-                    kind = "gru" if name in ("conv_states", "recurrent_states") else "attention"
-                    held[kind] += tensor.numel() * tensor.element_size()
+                    held[kinds[name]] += tensor.numel() * tensor.element_size()
     return held
 
 
