@@ -10,12 +10,13 @@ transformers' `EncoderDecoderCache`: the decoder's self-attention keys/values an
 transformers and its sibling modules.
 """
 
+import copy
 import inspect
 from collections.abc import Callable
 
 import torch
 from torch import nn
-from transformers.cache_utils import DynamicCache, EncoderDecoderCache, LinearAttentionCacheLayerMixin
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache, LinearAttentionCacheLayerMixin, StaticCache
 from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPast, Seq2SeqLMOutput, Seq2SeqModelOutput
@@ -154,6 +155,14 @@ def new_encoder_decoder_cache(config: HybridGRUConfig) -> EncoderDecoderCache:
     decoder GRU layer, keys/values per attention layer) and a plain `DynamicCache` for cross-attention keys/values,
     which every decoder layer holds (a config-built cache would put recurrent slots there)."""
     return EncoderDecoderCache(DynamicCache(config=config.get_text_config(decoder=True)), DynamicCache())
+
+
+def static_cross_attention_cache(config: HybridGRUConfig, source_length: int, offloading: bool = False) -> StaticCache:
+    """The cross-attention half of a static `EncoderDecoderCache`: one fixed-size key/value slot per decoder layer
+    (GRU layers included, which have cross-attention too), sized to the source."""
+    view = copy.deepcopy(config.get_text_config(decoder=True))
+    view.layer_types = ["full_attention"] * view.num_hidden_layers
+    return StaticCache(config=view, max_cache_len=source_length, offloading=offloading)
 
 
 def check_encoder_decoder_cache(cache) -> None:
@@ -401,6 +410,24 @@ class HybridGRUForConditionalGeneration(HybridGRUSeq2SeqPreTrainedModel, Generat
             inputs_tensor, model_kwargs, *args, **kwargs
         )
         return {**model_kwargs, **held}
+
+    @staticmethod
+    def create_masks_for_generate(config, inputs_embeds, attention_mask, *args, **kwargs):
+        """With a static cache generate() would build the decoder's 4D masks here, from the encoder-decoder config (the
+        encoder's layer types); the decoder builds them itself from the 2D mask and its cache, as in a dynamic run."""
+        return attention_mask
+
+    def _prepare_static_cache(self, cache_implementation: str, batch_size: int, max_cache_len: int, *args, **kwargs):
+        """`cache_implementation="static"`: transformers' static self-attention cache of the decoder view (fixed-size
+        GRU state slots and key/value buffers), and a cross-attention cache with a key/value slot in every decoder
+        layer; transformers would build that one from the decoder's layer types, with recurrent slots."""
+        cache = super()._prepare_static_cache(cache_implementation, batch_size, max_cache_len, *args, **kwargs)
+        model_kwargs = kwargs.get("model_kwargs", args[-1] if args else None)
+        source_length = model_kwargs["encoder_outputs"][0].shape[1]
+        cross = static_cross_attention_cache(
+            self.config, source_length, offloading="offloaded" in cache_implementation
+        )
+        return EncoderDecoderCache(cache.self_attention_cache, cross)
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs: dict, *args, **kwargs) -> None:
         """transformers builds both halves of the default `EncoderDecoderCache` from the decoder config, which puts
