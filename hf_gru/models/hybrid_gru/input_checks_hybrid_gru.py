@@ -191,7 +191,18 @@ FORWARD_KWARGS = frozenset(TransformersKwargs.__optional_keys__) | {"return_dict
 
 
 def check_forward_kwargs(owner: str, kwargs: dict) -> None:
-    """A TypeError naming every keyword `owner.forward` does not know, instead of passing it on silently."""
+    """A TypeError naming every keyword `owner.forward` does not know, instead of passing it on silently.
+
+    `token_type_ids`, which BERT-style tokenizers return next to `input_ids` (`model(**tokenizer(texts))`), is taken
+    out of `kwargs`: all zeros (one segment) means nothing to a model without segment embeddings; a second segment
+    (sentence pairs) is a ValueError, since this model cannot tell the segments apart.
+    """
+    token_type_ids = kwargs.pop("token_type_ids", None)
+    if isinstance(token_type_ids, torch.Tensor) and not is_torchdynamo_compiling() and token_type_ids.any():
+        raise ValueError(
+            f"{owner} has no token type (segment) embeddings, so it cannot honour `token_type_ids` with non-zero ids "
+            f"(found ids {token_type_ids.unique().tolist()}); join the segments with a separator token instead."
+        )
     unknown = sorted(set(kwargs) - FORWARD_KWARGS)
     if unknown:
         raise TypeError(
