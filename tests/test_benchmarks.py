@@ -99,3 +99,21 @@ def test_edge_reports_every_runtime_of_both_models_against_the_bound(tmp_path):
         assert row["x_bound"] == pytest.approx(row["token_s"] / row["bound_s"])
         if runtime == "ort-int8":  # int8 weights: about a quarter of the float bytes read per token
             assert row["weight_bytes"] < 0.35 * rows[(context, model, "ort-fp32")]["weight_bytes"]
+
+
+def test_seq2seq_generate_forces_equal_lengths_and_reports_ratios_and_cache_bytes(tmp_path):
+    report = run("seq2seq_generate", tmp_path, "--caches", "dynamic,static")
+    hybrid, marian = report["parameters"]["hybrid"], report["parameters"]["marian"]
+    assert abs(marian / hybrid - 1) <= 0.02  # parameter-matched
+    rows = {(r["source"], r["batch"], r["cache"], r["model"]): r for r in report["results"]}
+    assert {key[:3] for key in rows} == {(s, b, c) for s in (16, 64) for b in (1, 4) for c in ("dynamic", "static")}
+    for (source, batch, cache, model), row in rows.items():
+        assert row["tokens_per_s"] > 0 and row["decode_ms_per_token"] > 0 and row["new_tokens"] == 8
+        assert row["speedup_vs_marian"] == 1.0 if model == "marian" else row["speedup_vs_marian"] > 0
+        held = row["cache_bytes"]
+        # both: cross-attention keys/values of every decoder layer (3 layers, width 256, float32) over the source
+        assert held["cross_attention"] == 2 * 3 * batch * source * 256 * 4, (source, batch, cache, model)
+        assert (held["gru"] > 0) == (model == "hybrid")
+    for source, batch, cache in {key[:3] for key in rows}:  # GGA decoder: 1 of Marian's 3 self-attention layers
+        hybrid_kv = rows[(source, batch, cache, "hybrid")]["cache_bytes"]["attention"]
+        assert 3 * hybrid_kv == rows[(source, batch, cache, "marian")]["cache_bytes"]["attention"]

@@ -35,10 +35,10 @@ class HybridGRUConfig(PreTrainedConfig):
             Width of the GRU state; defaults to `hidden_size`.
         gru_conv_kernel (`int`, defaults to 4):
             Kernel of the short causal depthwise convolution in front of the recurrence (as in Griffin and LFM2).
-        bidirectional (`bool`, defaults to `False`):
+        bidirectional (`bool`, *optional*):
             Encoder mode for classification, tagging and CTC: a backward GRU beside the forward one and non-causal
             attention. Causal language models refuse it. In an encoder-decoder model it describes the encoder and must
-            be True (the decoder is always causal).
+            be True (the decoder is always causal). Not given: `is_encoder_decoder` (False for every other model).
         num_decoder_layers (`int`, *optional*):
             Encoder-decoder models (`is_encoder_decoder=True`, `HybridGRUForConditionalGeneration`) only: layers of the
             decoder; defaults to `num_hidden_layers`. `num_hidden_layers` and `block_pattern` then describe the encoder.
@@ -105,7 +105,7 @@ class HybridGRUConfig(PreTrainedConfig):
     gru_variant: str = "gru"
     gru_hidden_size: int | None = None
     gru_conv_kernel: int = 4
-    bidirectional: bool = False
+    bidirectional: bool | None = None  # None: True for an encoder-decoder, whose encoder reads the whole source
     classifier_dropout: float | int = 0.0
     # encoder-decoder (translation); `is_encoder_decoder` itself is a PreTrainedConfig field
     num_decoder_layers: int | None = None
@@ -140,6 +140,8 @@ class HybridGRUConfig(PreTrainedConfig):
             self.head_dim = self.hidden_size // self.num_attention_heads
         if self.gru_hidden_size is None:
             self.gru_hidden_size = self.hidden_size
+        if self.bidirectional is None:
+            self.bidirectional = bool(self.is_encoder_decoder)
         if self.is_encoder_decoder:
             self._set_decoder_defaults()
         self._check_values()

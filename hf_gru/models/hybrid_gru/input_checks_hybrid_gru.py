@@ -7,7 +7,7 @@ It imports only torch and transformers and defines functions.
 
 import torch
 from transformers.cache_utils import Cache, LinearAttentionCacheLayerMixin
-from transformers.utils import is_torchdynamo_compiling
+from transformers.utils import TransformersKwargs, is_torchdynamo_compiling
 
 from .configuration_hybrid_gru import HybridGRUConfig
 
@@ -181,3 +181,31 @@ def check_class_labels(labels: torch.Tensor, num_classes: int, name: str = "labe
     if counted.numel() and (counted.min() < 0 or counted.max() >= num_classes):
         bad = counted.min().item() if counted.min() < 0 else counted.max().item()
         raise ValueError(f"`{name}` contains {bad}, outside [0, {num_classes}) (use -100 to ignore a position).")
+
+
+# What transformers itself sends through a forward's **kwargs: its model-agnostic `TransformersKwargs` (output flags,
+# Trainer's num_items_in_batch, packed-sequence lengths), `return_dict`, and `shift_labels`, which its causal-LM loss
+# reads (its common tests pass it to the model). Anything else is a typo or an argument of another model
+# (`past_key_values` is renamed to `cache` by the `deprecate_kwarg` decorators before this check).
+FORWARD_KWARGS = frozenset(TransformersKwargs.__optional_keys__) | {"return_dict", "shift_labels"}
+
+
+def check_forward_kwargs(owner: str, kwargs: dict) -> None:
+    """A TypeError naming every keyword `owner.forward` does not know, instead of passing it on silently.
+
+    `token_type_ids`, which BERT-style tokenizers return next to `input_ids` (`model(**tokenizer(texts))`), is taken
+    out of `kwargs`: all zeros (one segment) means nothing to a model without segment embeddings; a second segment
+    (sentence pairs) is a ValueError, since this model cannot tell the segments apart.
+    """
+    token_type_ids = kwargs.pop("token_type_ids", None)
+    if isinstance(token_type_ids, torch.Tensor) and not is_torchdynamo_compiling() and token_type_ids.any():
+        raise ValueError(
+            f"{owner} has no token type (segment) embeddings, so it cannot honour `token_type_ids` with non-zero ids "
+            f"(found ids {token_type_ids.unique().tolist()}); join the segments with a separator token instead."
+        )
+    unknown = sorted(set(kwargs) - FORWARD_KWARGS)
+    if unknown:
+        raise TypeError(
+            f"{owner}.forward() got unexpected keyword argument(s) {unknown}; besides its own arguments it accepts "
+            f"transformers' {sorted(FORWARD_KWARGS)}."
+        )

@@ -40,7 +40,7 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_hybrid_gru import HybridGRUConfig
-from .input_checks_hybrid_gru import check_class_labels, check_inputs
+from .input_checks_hybrid_gru import check_class_labels, check_forward_kwargs, check_inputs
 from .recurrence_hybrid_gru import (
     cudnn_gru,
     gru_recurrence,
@@ -483,6 +483,7 @@ class HybridGRUModel(HybridGRUPreTrainedModel):
         use_cache: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPast:
+        check_forward_kwargs(type(self).__name__, kwargs)
         check_inputs(self.config, input_ids, inputs_embeds, attention_mask, position_ids, cache, self.dtype)
         if input_ids is not None and self.embed_tokens is None:
             raise ValueError(

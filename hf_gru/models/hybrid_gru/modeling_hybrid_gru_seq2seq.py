@@ -10,22 +10,25 @@ transformers' `EncoderDecoderCache`: the decoder's self-attention keys/values an
 transformers and its sibling modules.
 """
 
+import copy
+import inspect
 from collections.abc import Callable
 
 import torch
 from torch import nn
-from transformers.cache_utils import DynamicCache, EncoderDecoderCache, LinearAttentionCacheLayerMixin
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache, LinearAttentionCacheLayerMixin, StaticCache
 from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPast, Seq2SeqLMOutput, Seq2SeqModelOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_hybrid_gru import HybridGRUConfig
-from .input_checks_hybrid_gru import check_class_labels, check_inputs
+from .input_checks_hybrid_gru import FORWARD_KWARGS, check_class_labels, check_forward_kwargs, check_inputs
 from .modeling_hybrid_gru import (
     HybridGRUAttention,
     HybridGRUDecoderLayer,
@@ -154,6 +157,14 @@ def new_encoder_decoder_cache(config: HybridGRUConfig) -> EncoderDecoderCache:
     return EncoderDecoderCache(DynamicCache(config=config.get_text_config(decoder=True)), DynamicCache())
 
 
+def static_cross_attention_cache(config: HybridGRUConfig, source_length: int, offloading: bool = False) -> StaticCache:
+    """The cross-attention half of a static `EncoderDecoderCache`: one fixed-size key/value slot per decoder layer
+    (GRU layers included, which have cross-attention too), sized to the source."""
+    view = copy.deepcopy(config.get_text_config(decoder=True))
+    view.layer_types = ["full_attention"] * view.num_hidden_layers
+    return StaticCache(config=view, max_cache_len=source_length, offloading=offloading)
+
+
 def check_encoder_decoder_cache(cache) -> None:
     if not isinstance(cache, EncoderDecoderCache):
         raise ValueError(
@@ -191,6 +202,7 @@ class HybridGRUSeq2SeqDecoder(HybridGRUSeq2SeqPreTrainedModel, HybridGRUModel):
 
     @merge_with_config_defaults
     @capture_outputs
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -203,6 +215,7 @@ class HybridGRUSeq2SeqDecoder(HybridGRUSeq2SeqPreTrainedModel, HybridGRUModel):
         use_cache: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPast:
+        check_forward_kwargs(type(self).__name__, kwargs)
         if use_cache and cache is None:
             cache = new_encoder_decoder_cache(self.config)
         if cache is not None:
@@ -265,6 +278,7 @@ class HybridGRUEncoderDecoderModel(HybridGRUSeq2SeqPreTrainedModel):
         self.shared = self.encoder.embed_tokens = self.decoder.embed_tokens = value
 
     @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -279,6 +293,7 @@ class HybridGRUEncoderDecoderModel(HybridGRUSeq2SeqPreTrainedModel):
         use_cache: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> Seq2SeqModelOutput:
+        check_forward_kwargs(type(self).__name__, kwargs)
         if encoder_outputs is None:
             encoder_outputs = self.encoder(
                 input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
@@ -324,6 +339,7 @@ class HybridGRUForConditionalGeneration(HybridGRUSeq2SeqPreTrainedModel, Generat
         return self.model.encoder
 
     @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -340,6 +356,7 @@ class HybridGRUForConditionalGeneration(HybridGRUSeq2SeqPreTrainedModel, Generat
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs: Unpack[TransformersKwargs],
     ) -> Seq2SeqLMOutput:
+        check_forward_kwargs(type(self).__name__, kwargs)
         if labels is not None:
             check_class_labels(labels, self.config.vocab_size)
             use_cache = False  # training: nothing to continue from
@@ -382,6 +399,35 @@ class HybridGRUForConditionalGeneration(HybridGRUSeq2SeqPreTrainedModel, Generat
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """What `DataCollatorForSeq2Seq` calls to build `decoder_input_ids` next to the labels."""
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+
+    def _prepare_text_encoder_decoder_kwargs_for_generation(self, inputs_tensor, model_kwargs: dict, *args, **kwargs):
+        """generate() calls the encoder with every model keyword it was given (`labels` from Seq2SeqTrainer's
+        predict_with_generate too), trusting a `**kwargs` encoder to drop what it does not read. Ours refuses unknown
+        keywords, so the ones meant for this model and not the encoder skip the encoder call and stay for the rest."""
+        encoder_keys = set(inspect.signature(self.get_encoder().forward).parameters) | FORWARD_KWARGS
+        held = {key: model_kwargs.pop(key) for key in list(model_kwargs) if key not in encoder_keys}
+        model_kwargs = super()._prepare_text_encoder_decoder_kwargs_for_generation(
+            inputs_tensor, model_kwargs, *args, **kwargs
+        )
+        return {**model_kwargs, **held}
+
+    @staticmethod
+    def create_masks_for_generate(config, inputs_embeds, attention_mask, *args, **kwargs):
+        """With a static cache generate() would build the decoder's 4D masks here, from the encoder-decoder config (the
+        encoder's layer types); the decoder builds them itself from the 2D mask and its cache, as in a dynamic run."""
+        return attention_mask
+
+    def _prepare_static_cache(self, cache_implementation: str, batch_size: int, max_cache_len: int, *args, **kwargs):
+        """`cache_implementation="static"`: transformers' static self-attention cache of the decoder view (fixed-size
+        GRU state slots and key/value buffers), and a cross-attention cache with a key/value slot in every decoder
+        layer; transformers would build that one from the decoder's layer types, with recurrent slots."""
+        cache = super()._prepare_static_cache(cache_implementation, batch_size, max_cache_len, *args, **kwargs)
+        model_kwargs = kwargs.get("model_kwargs", args[-1] if args else None)
+        source_length = model_kwargs["encoder_outputs"][0].shape[1]
+        cross = static_cross_attention_cache(
+            self.config, source_length, offloading="offloaded" in cache_implementation
+        )
+        return EncoderDecoderCache(cache.self_attention_cache, cross)
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs: dict, *args, **kwargs) -> None:
         """transformers builds both halves of the default `EncoderDecoderCache` from the decoder config, which puts

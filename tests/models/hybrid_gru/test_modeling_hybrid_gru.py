@@ -458,6 +458,20 @@ def test_deprecated_past_key_values_argument_still_works():
     assert_close(legacy, expected, 1e-6)
 
 
+def test_unknown_keywords_are_type_errors_and_single_segment_token_type_ids_are_accepted():
+    model, ids = lm("gru", "GGA"), random_ids(2, 6)
+    with pytest.raises(TypeError, match=r"\['past_key_value'\]"):
+        model(ids, past_key_value=None)  # a typo of the deprecated name: refused, not dropped
+    with torch.no_grad():
+        plain = model(ids).logits
+        # what model(**bert_tokenizer(texts)) passes
+        assert_close(model(ids, token_type_ids=torch.zeros_like(ids)).logits, plain, 0.0)
+    pairs = torch.zeros_like(ids)
+    pairs[:, 3:] = 1
+    with pytest.raises(ValueError, match=r"token_type_ids.*\[0, 1\]"):
+        model(ids, token_type_ids=pairs)
+
+
 def test_torch_compile_forward_matches_eager():
     model, ids = lm("mingru", "GGA"), random_ids(2, 6)
     compiled = torch.compile(model, backend="eager")  # exercises dynamo tracing without a C++ toolchain

@@ -3,10 +3,11 @@ EncoderDecoderCache, left-padded sources, labels -> decoder inputs, save/reload 
 Seq2SeqTrainer with predict_with_generate, and the encoder-decoder config rules."""
 
 import json
+import warnings
 
 import pytest
 import torch
-from transformers import AutoModelForSeq2SeqLM, DynamicCache, EncoderDecoderCache
+from transformers import AutoConfig, AutoModelForSeq2SeqLM, DynamicCache, EncoderDecoderCache
 from transformers.cache_utils import LinearAttentionCacheLayerMixin
 
 from hf_gru import HybridGRUConfig, HybridGRUForConditionalGeneration
@@ -51,6 +52,17 @@ def test_decoder_cache_follows_the_decoder_pattern():
 def test_defaults_copy_the_encoder():
     config = tiny_config(is_encoder_decoder=True, bidirectional=True, block_pattern="GA", num_hidden_layers=2)
     assert (config.num_decoder_layers, config.decoder_block_pattern) == (2, "GA")
+
+
+def test_an_encoder_decoder_config_defaults_to_a_bidirectional_encoder():
+    """`bidirectional` not given: True with is_encoder_decoder (the Auto path too), False otherwise; saved as a bool."""
+    config = AutoConfig.for_model("hybrid_gru", is_encoder_decoder=True, vocab_size=99, hidden_size=32)
+    assert config.bidirectional is True
+    assert HybridGRUForConditionalGeneration(config).model.encoder.config.bidirectional
+    assert AutoConfig.for_model("hybrid_gru").bidirectional is False and tiny_config().bidirectional is False
+    assert HybridGRUConfig.from_dict(config.to_dict()).bidirectional is True
+    with pytest.raises(ValueError, match="got bidirectional=False"):
+        AutoConfig.for_model("hybrid_gru", is_encoder_decoder=True, bidirectional=False)
 
 
 @pytest.mark.parametrize(
@@ -110,6 +122,35 @@ def test_cached_decoding_equals_one_uncached_pass():
             steps.append(out.logits)
         assert cache.cross_attention_cache.layers[0].keys is cross_keys  # computed once, never recomputed
     assert_close(torch.cat(steps, dim=1), full, ATOL)
+
+
+def test_past_key_values_is_the_deprecated_name_of_cache():
+    """BART/Marian's name for the cache: it must feed the cache (with a deprecation warning), not vanish in **kwargs."""
+    model = seq2seq_model()
+    src, decoder_ids = source(), source(2, 4)
+    with torch.no_grad():
+        full = model(input_ids=src, decoder_input_ids=decoder_ids).logits
+        encoder_outputs = model.get_encoder()(input_ids=src)
+        out = model(encoder_outputs=encoder_outputs, decoder_input_ids=decoder_ids[:, :3], use_cache=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            step = model(encoder_outputs=encoder_outputs, decoder_input_ids=decoder_ids[:, 3:],
+                         past_key_values=out.cache, use_cache=True)  # fmt: skip
+    assert any("past_key_values" in str(w.message) for w in caught)
+    assert_close(step.logits[:, -1], full[:, -1], ATOL)
+    assert out.cache.get_seq_length() == 4  # the step went into the cache it was given
+
+
+@pytest.mark.parametrize("part", ["model", "model.model", "model.model.decoder"])
+def test_an_unknown_keyword_is_a_type_error_naming_it(part):
+    model = seq2seq_model()
+    module = eval(part, {"model": model})  # noqa: S307 - a fixed attribute path
+    inputs = dict(input_ids=source(), decoder_input_ids=source(2, 3))
+    if part.endswith("decoder"):
+        inputs = dict(input_ids=source(2, 3), encoder_hidden_states=torch.randn(2, 7, 32))
+    with pytest.raises(TypeError, match=r"\['decoder_past_key_value'\]"):
+        module(**inputs, decoder_past_key_value=None)
+    module(**inputs, output_hidden_states=True, return_dict=True)  # transformers' own keywords still pass
 
 
 @pytest.mark.parametrize("num_beams", [1, 3])
