@@ -12,6 +12,7 @@ load a checkpoint.
 
 import io
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -26,15 +27,30 @@ def _require(module: str):
         raise ImportError(f"{module} is needed for int8 quantization: pip install 'hf_gru[export]'") from error
 
 
-def quantize_int8(model: PreTrainedModel, embeddings: bool = True) -> PreTrainedModel:
-    """Quantizes `model` in place for CPU inference with torchao; returns it.
+INT8_ENGINES = ("torchao", "torch.ao")
+
+
+def quantize_int8(model: PreTrainedModel, embeddings: bool = True, engine: str = "torchao") -> PreTrainedModel:
+    """Quantizes `model` in place for CPU inference with torchao (or `engine="torch.ao"`, below); returns it.
 
     Every `nn.Linear` gets int8 weights (per output channel) and int8 dynamic activations (per token). With
     `embeddings`, the input embedding is stored as int8 (per row, weight-only) and a tied LM head keeps reading that
     same tensor, so the vocabulary matrix is stored once; without, a tied LM head gets its own int8 copy and the
     embedding stays float. GRU projections are quantized too: a quantized `hidden_proj` makes the classic-GRU mixer
     take its reference loop (the fused scan reads plain weights only), minGRU mixers keep their fused scan.
+
+    `engine="torch.ao"`: `torch.ao`'s dynamic int8 Linear (fbgemm/x86 kernels, int8 weights per output channel) for
+    every Linear, the LM head included (a tied head gets its own int8 copy and the model is untied); the input
+    embedding stays float (`embeddings` is ignored: torch.ao's int8 embedding refused the non-contiguous ids of
+    `generate`; a lookup reads one row per token anyway). Faster on an x86 CPU without VNNI (the ~20M config decoded at ~1.7x the
+    float model, torchao at ~0.2x: `benchmarks/edge.py`), but activations are quantized per tensor, not per token, so
+    logits depend a little on which tokens share a call (cached decode vs one full forward: ~9e-3 on a tiny model,
+    ~5e-4 with torchao). `torch.ao` quantization is deprecated in favour of torchao.
     """
+    if engine not in INT8_ENGINES:
+        raise ValueError(f"engine={engine!r} is not supported; expected one of {INT8_ENGINES}.")
+    if engine == "torch.ao":
+        return _quantize_torch_ao(model)
     quantization = _require("torchao.quantization")
     input_embeddings, head = model.get_input_embeddings(), model.get_output_embeddings()
     tied = head is not None and head.weight is input_embeddings.weight
@@ -56,6 +72,16 @@ def quantize_int8(model: PreTrainedModel, embeddings: bool = True) -> PreTrained
             head.weight = input_embeddings.weight  # the int8 embedding, read as an int8 weight-only linear
     # `tie_weights()` (e.g. in `resize_token_embeddings`) must not replace the quantized head with a float tensor
     model.config.tie_word_embeddings = tied and embeddings
+    return model
+
+
+def _quantize_torch_ao(model: PreTrainedModel) -> PreTrainedModel:
+    ao = torch.ao.quantization
+    specs = {nn.Linear: ao.per_channel_dynamic_qconfig}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.ao.quantization.*")  # its deprecation notice
+        ao.quantize_dynamic(model, qconfig_spec=specs, dtype=torch.qint8, inplace=True)
+    model.config.tie_word_embeddings = False  # the head holds its own int8 copy; tie_weights() must not undo it
     return model
 
 
@@ -151,4 +177,4 @@ def _subgraph_inputs(graph) -> set:
     return names
 
 
-__all__ = ["quantize_int8", "quantize_onnx_int8", "state_dict_bytes"]
+__all__ = ["INT8_ENGINES", "quantize_int8", "quantize_onnx_int8", "state_dict_bytes"]
