@@ -99,10 +99,10 @@ def quantize_onnx_int8(onnx_path: str | Path, output_path: str | Path | None = N
     Weight matrices of `MatMul` become `MatMulNBits` with 8-bit weights in blocks of 32 along the input (one float
     scale per block, symmetric) and int8 activations quantized at run time (`accuracy_level=4`), onnxruntime's fused
     weight-only kernel; what that pass leaves (`Gather`, the embedding lookup, and matmuls it does not take) gets
-    dynamic int8 (7-bit range) per output channel, inside loop bodies too. A weight read through a `Transpose` (the tied
-    LM head reads the embedding table transposed) is stored transposed first, so it is quantized like any weight rather
-    than dequantized in full at every call. The default output is `<stem>.int8.onnx` beside the input, which is left
-    unchanged.
+    dynamic int8 (7-bit range), inside loop bodies too. The tied LM head, which reads the embedding table transposed,
+    becomes an integer matmul on the embedding's own int8 table (stored once), where quantize_dynamic alone dequantized
+    the whole table at every call and ran a float matmul. The default output is `<stem>.int8.onnx` beside the input,
+    which is left unchanged.
     """
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file() or onnx_path.suffix != ".onnx":
@@ -115,10 +115,9 @@ def quantize_onnx_int8(onnx_path: str | Path, output_path: str | Path | None = N
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     model = onnx.load(str(onnx_path))
-    _store_transposed_weights(model)
-    # Profiled on the ~20M config (context 1024, one thread): with the tied head left as DequantizeLinear (the whole
-    # table, each call) + Transpose + float MatMul, int8 decoded no faster than float; per-channel MatMulInteger
-    # (DynamicQuantizeMatMul) after this fix ran ~1.2x slower than these MatMulNBits kernels.
+    # Profiled on the ~20M config (context 1024, one thread, issue 21): with the tied head left as DequantizeLinear of
+    # the whole table + Transpose + float MatMul, int8 decoded at ~1.15x float; with the head fixed, per-channel
+    # MatMulInteger (DynamicQuantizeMatMul) everywhere ran at ~1.8x, these MatMulNBits kernels at ~1.9-2.0x.
     nbits = MatMulNBitsQuantizer(
         model, bits=8, block_size=32, is_symmetric=True, accuracy_level=4, op_types_to_quantize=("MatMul",)
     )
@@ -139,42 +138,68 @@ def quantize_onnx_int8(onnx_path: str | Path, output_path: str | Path | None = N
             # Activation x activation products (attention scores) stay float; subgraphs are quantized too.
             extra_options={"MatMulConstBOnly": True, "EnableSubgraph": True},
         )
+    quantized = onnx.load(str(output_path))
+    _int8_tied_head(quantized)
+    onnx.save(quantized, str(output_path))
     return output_path
 
 
-def _store_transposed_weights(model) -> None:
-    """Replaces each top-level `Transpose` of an initializer by the transposed initializer (in place)."""
-    import numpy
-    from onnx import numpy_helper
+def _int8_tied_head(model) -> None:
+    """Rewrites, in place, a matmul that reads a dequantized int8 table through a `Transpose` (the tied LM head: the
+    quantized embedding, dequantized in full at every call, transposed, then a float matmul) into an integer matmul on
+    that same int8 table: the table is stored once and read as int8."""
+    from onnx import TensorProto, helper
 
     graph = model.graph
+    producers = {o: n for n in graph.node for o in n.output}
     initializers = {i.name: i for i in graph.initializer}
-    kept = []
+    consumers: dict[str, list] = {}
     for node in graph.node:
-        if node.op_type == "Transpose" and node.input[0] in initializers:
-            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
-            array = numpy_helper.to_array(initializers[node.input[0]])
-            transposed = numpy.ascontiguousarray(numpy.transpose(array, perm))
-            graph.initializer.append(numpy_helper.from_array(transposed, node.output[0]))
-        else:
-            kept.append(node)
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    for transpose in [n for n in graph.node if n.op_type == "Transpose"]:
+        dequantize = producers.get(transpose.input[0])
+        if dequantize is None or dequantize.op_type != "DequantizeLinear" or dequantize.input[0] not in initializers:
+            continue
+        table, scale, zero_point = dequantize.input[:3]
+        users = consumers.get(transpose.output[0], [])
+        if len(initializers[table].dims) != 2 or any(initializers[n].dims for n in (scale, zero_point)):
+            continue  # a per-tensor 2-D table only: what quantize_dynamic writes for `Gather`
+        if not users or any(u.op_type != "MatMul" or list(u.input).index(transpose.output[0]) != 1 for u in users):
+            continue
+        table_t = f"{table}.transposed"
+        nodes = [helper.make_node("Transpose", [table], [table_t], perm=[1, 0])]
+        for k, matmul in enumerate(users):
+            x, out, tag = matmul.input[0], matmul.output[0], f"{table}.head{k}"
+            nodes += [
+                helper.make_node("DynamicQuantizeLinear", [x], [f"{tag}.x", f"{tag}.x_scale", f"{tag}.x_zero"]),
+                helper.make_node("MatMulInteger", [f"{tag}.x", table_t, f"{tag}.x_zero", zero_point], [f"{tag}.int"]),
+                helper.make_node("Cast", [f"{tag}.int"], [f"{tag}.float"], to=TensorProto.FLOAT),
+                helper.make_node("Mul", [f"{tag}.x_scale", scale], [f"{tag}.scale"]),
+                helper.make_node("Mul", [f"{tag}.float", f"{tag}.scale"], [out]),
+            ]
+            graph.node.remove(matmul)
+        graph.node.remove(transpose)
+        if len(consumers.get(dequantize.output[0], [])) == 1:
+            graph.node.remove(dequantize)
+        graph.node.extend(nodes)
+    _sort_topologically(graph)
+
+
+def _sort_topologically(graph) -> None:
+    """Orders `graph.node` so that each node follows the producers of its inputs (ONNX requires it)."""
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(name in available for name in n.input)]
+        if not ready:
+            raise RuntimeError("quantize_onnx_int8: the rewritten graph has a cycle or a missing input")
+        for node in ready:
+            ordered.append(node)
+            available.update(node.output)
+        pending = [n for n in pending if n not in ready]
     del graph.node[:]
-    graph.node.extend(kept)
-    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-    used |= _subgraph_inputs(graph)
-    kept_initializers = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept_initializers)
-
-
-def _subgraph_inputs(graph) -> set:
-    """Names read inside the loop bodies of `graph` (a body may read an outer initializer)."""
-    names = set()
-    for node in graph.node:
-        for attribute in node.attribute:
-            for body in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
-                names |= {name for n in body.node for name in n.input} | _subgraph_inputs(body)
-    return names
+    graph.node.extend(ordered)
 
 
 __all__ = ["INT8_ENGINES", "quantize_int8", "quantize_onnx_int8", "state_dict_bytes"]
