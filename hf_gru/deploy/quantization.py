@@ -15,6 +15,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import numpy
 import torch
 from torch import nn
 from transformers import PreTrainedModel
@@ -115,6 +116,7 @@ def quantize_onnx_int8(onnx_path: str | Path, output_path: str | Path | None = N
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     model = onnx.load(str(onnx_path))
+    transposed = _store_transposed_weights(model)
     # Profiled on the ~20M config (context 1024, one thread, issue 21): with the tied head left as DequantizeLinear of
     # the whole table + Transpose + float MatMul, int8 decoded at ~1.15x float; with the head fixed, per-channel
     # MatMulInteger (DynamicQuantizeMatMul) everywhere ran at ~1.8x, these MatMulNBits kernels at ~1.9-2.0x.
@@ -122,9 +124,14 @@ def quantize_onnx_int8(onnx_path: str | Path, output_path: str | Path | None = N
         model, bits=8, block_size=32, is_symmetric=True, accuracy_level=4, op_types_to_quantize=("MatMul",)
     )
     nbits.process()
+    model = nbits.model.model
+    for name, table in transposed.items():
+        _gather_from_nbits(model, table, f"{name}_Q8", f"{name}_scales")
+    # the block scales the lookups gather stay float (quantize_dynamic would quantize that Gather's table too)
+    float_gathers = [n.name for n in model.graph.node if n.op_type == "Gather" and n.name.endswith(".scales")]
     with tempfile.TemporaryDirectory() as folder:
         staged = Path(folder) / "nbits.onnx"
-        onnx.save(nbits.model.model, str(staged))
+        onnx.save(model, str(staged))
         ort_quantization.quantize_dynamic(
             staged,
             output_path,
@@ -137,11 +144,77 @@ def quantize_onnx_int8(onnx_path: str | Path, output_path: str | Path | None = N
             reduce_range=True,
             # Activation x activation products (attention scores) stay float; subgraphs are quantized too.
             extra_options={"MatMulConstBOnly": True, "EnableSubgraph": True},
+            nodes_to_exclude=float_gathers,
         )
     quantized = onnx.load(str(output_path))
     _int8_tied_head(quantized)
     onnx.save(quantized, str(output_path))
     return output_path
+
+
+def _store_transposed_weights(model) -> dict[str, str]:
+    """Replaces each top-level `Transpose` of a 2-D initializer by the transposed initializer (in place), so that
+    MatMulNBits takes the matmul reading it (the tied LM head). Returns {new initializer: source initializer}."""
+    import numpy
+    from onnx import numpy_helper
+
+    graph = model.graph
+    initializers = {i.name: i for i in graph.initializer}
+    kept, transposed = [], {}
+    for node in graph.node:
+        if (
+            node.op_type == "Transpose"
+            and node.input[0] in initializers
+            and len(initializers[node.input[0]].dims) == 2
+        ):
+            array = numpy_helper.to_array(initializers[node.input[0]])
+            graph.initializer.append(numpy_helper.from_array(numpy.ascontiguousarray(array.T), node.output[0]))
+            transposed[node.output[0]] = node.input[0]
+        else:
+            kept.append(node)
+    del graph.node[:]
+    graph.node.extend(kept)
+    return transposed
+
+
+def _gather_from_nbits(model, table: str, blob: str, scales: str) -> None:
+    """Points the embedding lookups (`Gather` of `table`) at the 8-bit MatMulNBits blocks of the tied head, which
+    hold the same matrix: rows (vocab, blocks, 32) as uint8 with zero point 128 and one scale per block. The lookup
+    dequantizes the gathered rows only, and the float table is dropped, so the vocabulary matrix is stored once.
+    Leaves the graph unchanged where the layout is not that one (another onnxruntime version)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    initializers = {i.name: i for i in graph.initializer}
+    ranks = {i.name: len(i.type.tensor_type.shape.dim) for i in graph.input}
+    gathers = [n for n in graph.node if n.op_type == "Gather" and n.input[0] == table]
+    if blob not in initializers or scales not in initializers or table not in initializers or not gathers:
+        return
+    rows, blocks, width = initializers[blob].dims
+    if initializers[table].dims[1] != blocks * width or any(n.input[1] not in ranks for n in gathers):
+        return  # padded blocks, or ids of unknown rank
+    if any(table in n.input for n in graph.node if n not in gathers):
+        return  # the float table has other readers
+    zero = numpy_helper.from_array(numpy.asarray(128.0, dtype=numpy.float32), f"{blob}.zero_point")
+    graph.initializer.append(zero)
+    for k, gather in enumerate(gathers):
+        ids, out, tag = gather.input[1], gather.output[0], f"{blob}.gather{k}"
+        shape = numpy_helper.from_array(numpy.asarray([0] * ranks[ids] + [-1], dtype=numpy.int64), f"{tag}.shape")
+        graph.initializer.append(shape)
+        nodes = [
+            helper.make_node("Gather", [blob, ids], [f"{tag}.q"], axis=0),  # (..., blocks, 32)
+            helper.make_node("Gather", [scales, ids], [f"{tag}.s"], axis=0, name=f"{tag}.scales"),  # (..., blocks)
+            helper.make_node("Cast", [f"{tag}.q"], [f"{tag}.f"], to=TensorProto.FLOAT),
+            helper.make_node("Sub", [f"{tag}.f", zero.name], [f"{tag}.c"]),
+            helper.make_node("Unsqueeze", [f"{tag}.s", f"{tag}.axis"], [f"{tag}.s1"]),
+            helper.make_node("Mul", [f"{tag}.c", f"{tag}.s1"], [f"{tag}.d"]),
+            helper.make_node("Reshape", [f"{tag}.d", shape.name], [out]),
+        ]
+        graph.initializer.append(numpy_helper.from_array(numpy.asarray([-1], dtype=numpy.int64), f"{tag}.axis"))
+        graph.node.remove(gather)
+        graph.node.extend(nodes)
+    graph.initializer.remove(initializers[table])
+    _sort_topologically(graph)
 
 
 def _int8_tied_head(model) -> None:
