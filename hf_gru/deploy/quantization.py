@@ -97,7 +97,7 @@ def state_dict_bytes(model: nn.Module) -> int:
 def quantize_onnx_int8(onnx_path: str | Path, output_path: str | Path | None = None) -> Path:
     """Writes an int8 copy of an ONNX graph with onnxruntime's quantization tools; returns its path.
 
-    Weight matrices of `MatMul` become `MatMulNBits` with 8-bit weights in blocks of 32 along the input (one float
+    Weight matrices of `MatMul` become `MatMulNBits` with 8-bit weights in blocks of 64 along the input (one float
     scale per block, symmetric) and int8 activations quantized at run time (`accuracy_level=4`), onnxruntime's fused
     weight-only kernel; what that pass leaves (`Gather`, the embedding lookup, and matmuls it does not take) gets
     dynamic int8 (7-bit range), inside loop bodies too. The tied LM head, which reads the embedding table transposed,
@@ -121,7 +121,7 @@ def quantize_onnx_int8(onnx_path: str | Path, output_path: str | Path | None = N
     # the whole table + Transpose + float MatMul, int8 decoded at ~1.15x float; with the head fixed, per-channel
     # MatMulInteger (DynamicQuantizeMatMul) everywhere ran at ~1.8x, these MatMulNBits kernels at ~1.9-2.0x.
     nbits = MatMulNBitsQuantizer(
-        model, bits=8, block_size=32, is_symmetric=True, accuracy_level=4, op_types_to_quantize=("MatMul",)
+        model, bits=8, block_size=64, is_symmetric=True, accuracy_level=4, op_types_to_quantize=("MatMul",)
     )
     nbits.process()
     model = nbits.model.model
@@ -179,7 +179,7 @@ def _store_transposed_weights(model) -> dict[str, str]:
 
 def _gather_from_nbits(model, table: str, blob: str, scales: str) -> None:
     """Points the embedding lookups (`Gather` of `table`) at the 8-bit MatMulNBits blocks of the tied head, which
-    hold the same matrix: rows (vocab, blocks, 32) as uint8 with zero point 128 and one scale per block. The lookup
+    hold the same matrix: rows (vocab, blocks, block size) as uint8 with zero point 128 and one scale per block. The lookup
     dequantizes the gathered rows only, and the float table is dropped, so the vocabulary matrix is stored once.
     Leaves the graph unchanged where the layout is not that one (another onnxruntime version)."""
     from onnx import TensorProto, helper, numpy_helper
@@ -202,7 +202,7 @@ def _gather_from_nbits(model, table: str, blob: str, scales: str) -> None:
         shape = numpy_helper.from_array(numpy.asarray([0] * ranks[ids] + [-1], dtype=numpy.int64), f"{tag}.shape")
         graph.initializer.append(shape)
         nodes = [
-            helper.make_node("Gather", [blob, ids], [f"{tag}.q"], axis=0),  # (..., blocks, 32)
+            helper.make_node("Gather", [blob, ids], [f"{tag}.q"], axis=0),  # (..., blocks, block size)
             helper.make_node("Gather", [scales, ids], [f"{tag}.s"], axis=0, name=f"{tag}.scales"),  # (..., blocks)
             helper.make_node("Cast", [f"{tag}.q"], [f"{tag}.f"], to=TensorProto.FLOAT),
             helper.make_node("Sub", [f"{tag}.f", zero.name], [f"{tag}.c"]),
