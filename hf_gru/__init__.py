@@ -51,7 +51,7 @@ _LAZY = {"convert_to_hybrid": ".pretrained.conversion", "DistillationTrainer": "
 _LAZY.update(
     dict.fromkeys(
         ["export_onnx", "export_executorch", "OnnxCausalLM", "ExecuTorchCausalLM", "OnnxTimeSeriesForecaster",
-         "OnnxCTCRecognizer"],
+         "OnnxCTCRecognizer", "ExecuTorchTimeSeriesForecaster", "ExecuTorchCTCRecognizer"],
         ".deploy",
     )
 )  # fmt: skip

@@ -12,6 +12,8 @@ _LAZY = {
     "export_onnx": ".onnx_graphs",
     "export_executorch": ".executorch",
     "ExecuTorchCausalLM": ".executorch",
+    "ExecuTorchTimeSeriesForecaster": ".executorch",
+    "ExecuTorchCTCRecognizer": ".executorch",
     "ExportedCausalLM": ".runtime",
     "CausalLMState": ".runtime",
     "OnnxCausalLM": ".onnx_runtime",

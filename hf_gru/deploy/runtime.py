@@ -1,5 +1,6 @@
-"""What the causal-LM runtimes of both formats share: a streaming `step` over explicit state and transformers-style
-`generate` (greedy and sampling, with transformers' own logits processors and stopping criteria)."""
+"""What the runtimes of both formats (onnxruntime, ExecuTorch) share: for the causal LM a streaming `step` over explicit
+state and transformers-style `generate` (greedy and sampling, with transformers' own logits processors and stopping
+criteria); for the time-series and CTC heads their streaming `step` (and `flush`)."""
 
 import copy
 import os
@@ -7,12 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from transformers import GenerationConfig
 from transformers.generation import GenerationMixin, LogitsProcessorList, StoppingCriteriaList
 
 from ..models.hybrid_gru.configuration_hybrid_gru import HybridGRUConfig
+from ..models.hybrid_gru.modeling_hybrid_gru_time_series import scaling_statistics
 from .folder import read_export_folder
-from .steps import zero_states
+from .steps import SUBSAMPLING, zero_states
 
 
 @dataclass
@@ -84,10 +87,10 @@ class ExportedCausalLM:
                 f"{tuple(attention_mask.shape)}."
             )
         self._check_lengths(input_ids.shape[0], state.attention_mask.shape[1] + input_ids.shape[1])
-        chunk = self.export_config.get("max_sequence_length") or input_ids.shape[1]
-        logits = []
-        for start in range(0, input_ids.shape[1], chunk):
+        logits, start = [], 0
+        for chunk in self._chunk_sizes(input_ids.shape[1]):
             ids, mask = input_ids[:, start : start + chunk], attention_mask[:, start : start + chunk].long()
+            start += chunk
             full_mask = torch.cat([state.attention_mask, mask], dim=1)
             # as HybridGRUModel._positions: real tokens counted from 0, padding clamped to 0
             positions = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
@@ -95,6 +98,11 @@ class ExportedCausalLM:
             logits.append(chunk_logits)
             state = CausalLMState(tensors, full_mask)
         return torch.cat(logits, dim=1), state
+
+    def _chunk_sizes(self, length: int) -> list[int]:
+        """How `step` cuts `length` new tokens into graph calls: one call, unless the graph has a fixed length."""
+        chunk = self.export_config.get("max_sequence_length") or length
+        return [min(chunk, length - start) for start in range(0, length, chunk)]
 
     def _check_lengths(self, batch_size: int, total_length: int) -> None:
         for name, value in (("max_batch_size", batch_size), ("max_length", total_length)):
@@ -173,3 +181,119 @@ class ExportedCausalLM:
         if pad is not None and (input_ids == pad).any() and (eos is None or not torch.isin(pad, eos).any()):
             return (input_ids != pad).long()
         return torch.ones_like(input_ids)
+
+
+@dataclass
+class TimeSeriesState:
+    """What a time-series runtime's `step` carries between chunks: the state tensors in graph order and the scaling
+    statistics (batch, 1, channels) frozen at the first chunk."""
+
+    tensors: list[torch.Tensor]
+    loc: torch.Tensor
+    scale: torch.Tensor
+
+
+class StreamRunner:
+    """Base of the streaming runtimes of the time-series and CTC heads, whatever runs the graph: subclasses load a
+    folder of `task` (`from_pretrained`) and run its graph once (`_run`: inputs and outputs in graph order)."""
+
+    task = None
+
+    def __init__(self, config: HybridGRUConfig, export_config: dict):
+        self.config = config
+        self.export_config = export_config
+        self.dtype = getattr(torch, export_config["dtype"])
+        self.output_names = [o["name"] for o in export_config["outputs"]]
+
+    def _run(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def _zero_states(self, rows: int) -> list[torch.Tensor]:
+        return zero_states(self.export_config["states"], rows, self.dtype)
+
+
+class TimeSeriesForecasterRuntime(StreamRunner):
+    """A time-series export: `step` feeds the next chunk of a stream and returns the forecast after it, as
+    `HybridGRUForTimeSeriesPrediction` does with `use_cache=True`."""
+
+    task = "time-series-forecasting"
+
+    def step(
+        self,
+        past_values: torch.Tensor,
+        past_observed_mask: torch.Tensor | None = None,
+        state: TimeSeriesState | None = None,
+        loc: torch.Tensor | None = None,
+        scale: torch.Tensor | None = None,
+    ) -> tuple[dict[str, torch.Tensor], TimeSeriesState]:
+        """Feeds the next chunk `past_values` (B, T, C) (whole patches after the first chunk). The first chunk fixes
+        `loc` and `scale` (given, or the model's scaling statistics of that chunk). Returns the graph outputs by name
+        (`prediction` (B, prediction_length, C) in original units, plus the Student-t parameters for `loss="nll"`)
+        and the next state."""
+        values = torch.as_tensor(past_values, dtype=self.dtype)
+        observed = torch.ones_like(values) if past_observed_mask is None else torch.as_tensor(past_observed_mask)
+        observed = observed.to(self.dtype)
+        if values.ndim != 3 or values.shape[-1] != self.config.num_input_channels or values.shape != observed.shape:
+            raise ValueError(
+                f"`past_values` and `past_observed_mask` must have shape (batch, time, num_input_channels="
+                f"{self.config.num_input_channels}), got {tuple(values.shape)} and {tuple(observed.shape)}."
+            )
+        if state is None:
+            if loc is None or scale is None:
+                clean = torch.where(observed.bool(), values, torch.zeros_like(values))
+                loc, scale = scaling_statistics(clean, observed, self.config.scaling)
+            state = TimeSeriesState(self._zero_states(values.shape[0] * self.config.num_input_channels), loc, scale)
+        elif values.shape[1] % self.config.patch_length:
+            raise ValueError(
+                f"A chunk continuing a stream must hold whole patches: `past_values` has {values.shape[1]} steps, not "
+                f"a multiple of patch_length={self.config.patch_length}."
+            )
+        pad = -values.shape[1] % self.config.patch_length  # unobserved zeros, as the model's patch embedding pads
+        values, observed = F.pad(values, (0, 0, pad, 0)), F.pad(observed, (0, 0, pad, 0))
+        inputs = [values, observed, state.loc.to(self.dtype), state.scale.to(self.dtype), *state.tensors]
+        outputs = self._run(inputs)
+        named = dict(zip(self.output_names, outputs, strict=False))
+        return named, TimeSeriesState(outputs[len(self.output_names) :], state.loc, state.scale)
+
+
+@dataclass
+class CTCState:
+    """What a CTC runtime's `step` carries between chunks: the state tensors in graph order and the input frames
+    (batch, < 4, num_mel_bins) not yet run (the graph takes whole blocks of `SUBSAMPLING` frames)."""
+
+    tensors: list[torch.Tensor]
+    pending: torch.Tensor
+
+
+class CTCRecognizerRuntime(StreamRunner):
+    """A CTC export: `step` feeds log-mel frames as they arrive and returns the logits of every output frame they
+    complete; `flush` ends the stream. The logits equal `HybridGRUForCTC`'s over the whole input."""
+
+    task = "automatic-speech-recognition"
+
+    def step(self, input_features: torch.Tensor, state: CTCState | None = None) -> tuple[torch.Tensor, CTCState]:
+        """Feeds frames (B, T, num_mel_bins) of any length; returns logits (B, T', vocab), T' >= 0, and the state."""
+        features = torch.as_tensor(input_features, dtype=self.dtype)
+        if features.ndim != 3 or features.shape[-1] != self.config.num_mel_bins:
+            raise ValueError(
+                f"`input_features` must have shape (batch, frames, num_mel_bins={self.config.num_mel_bins}), got "
+                f"{tuple(features.shape)}."
+            )
+        if state is None:
+            state = CTCState(self._zero_states(features.shape[0]), features[:, :0])
+        features = torch.cat([state.pending, features], dim=1)
+        usable = features.shape[1] - features.shape[1] % SUBSAMPLING
+        if usable == 0:
+            logits = features.new_zeros(features.shape[0], 0, self.config.vocab_size)
+            return logits, CTCState(state.tensors, features)
+        logits, *tensors = self._run([features[:, :usable], *state.tensors])
+        return logits, CTCState(tensors, features[:, usable:])
+
+    def flush(self, state: CTCState) -> torch.Tensor:
+        """Logits (B, 0 or 1, vocab) of the frames still pending at the end of the stream. Zero frames complete their
+        block: the one output frame they give reads only real frames (the subsampler is causal)."""
+        pending = state.pending
+        if pending.shape[1] == 0:
+            return pending.new_zeros(pending.shape[0], 0, self.config.vocab_size)
+        block = F.pad(pending, (0, 0, 0, SUBSAMPLING - pending.shape[1]))
+        return self._run([block, *state.tensors])[0][:, :1]

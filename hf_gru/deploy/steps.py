@@ -102,10 +102,18 @@ def attention_bias(attention_mask: torch.Tensor, seq_len: int, window: int | Non
 
 
 def gru_mixer_step(
-    mixer: HybridGRUMixer, x: torch.Tensor, keep: torch.Tensor, conv_state: torch.Tensor, state: torch.Tensor
+    mixer: HybridGRUMixer,
+    x: torch.Tensor,
+    keep: torch.Tensor,
+    conv_state: torch.Tensor,
+    state: torch.Tensor,
+    unroll: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`HybridGRUMixer.forward` on explicit state. x (B, T, D); keep (B, T) True on padding; conv_state (B, D, K - 1);
-    state (B, H). Returns the mixer output (B, T, D), the next conv window and the next recurrent state."""
+    state (B, H). Returns the mixer output (B, T, D), the next conv window and the next recurrent state.
+
+    The time loop is a `scan`, except for a static length of 1 (one cell) and, with `unroll`, any static length (one
+    cell per step, written out in the graph: what ExecuTorch, which has no scan, runs for a fixed-size chunk)."""
     from torch._higher_order_ops.scan import scan  # torch's prototype scan, lowered to ONNX Scan by the exporter
 
     x = x.masked_fill(keep.unsqueeze(-1), 0.0)
@@ -131,10 +139,14 @@ def gru_mixer_step(
             return h_new, h_new.clone()
 
         inputs = mingru_gates(gates_x, keep_t.squeeze(-1))
-    if isinstance(x.shape[1], int) and x.shape[1] == 1:
-        # A decode-step graph (static length 1, e.g. for ExecuTorch, which has no scan): one cell, no loop.
-        last, states = cell(state, [t[0] for t in inputs])
-        states = states.unsqueeze(0)
+    length = x.shape[1]
+    if isinstance(length, int) and (length == 1 or unroll):
+        # A static length (e.g. an ExecuTorch program, which has no scan): the cells written out, no loop op.
+        outputs, last = [], state
+        for t in range(length):
+            last, out = cell(last, [i[t] for i in inputs])
+            outputs.append(out)
+        states = torch.stack(outputs)
     else:
         last, states = scan(cell, state, inputs)
     return mixer.out_proj(states.transpose(0, 1)), next_conv, last
@@ -176,10 +188,11 @@ def backbone_step(
     position_ids: torch.Tensor,
     states: list[torch.Tensor],
     keep: torch.Tensor | None = None,
+    unroll: bool = False,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """`HybridGRUModel.forward` on embeddings (B, T, D) with explicit state: the final-norm hidden states and the next
     states, both in `state_specs` order. `attention_mask` (B, past + T) covers the cached tokens and the new ones;
-    `keep` (B, T), True on padding, defaults to its last T columns."""
+    `keep` (B, T), True on padding, defaults to its last T columns. `unroll`: see `gru_mixer_step`."""
     seq_len = hidden.shape[1]
     position_embeddings = model.rotary_emb(hidden, position_ids)
     if keep is None:
@@ -189,7 +202,7 @@ def backbone_step(
     for layer in model.layers:
         x = layer.input_layernorm(hidden)
         if layer.layer_type == "linear_attention":
-            mixed, *state = gru_mixer_step(layer.mixer, x, keep, next(states), next(states))
+            mixed, *state = gru_mixer_step(layer.mixer, x, keep, next(states), next(states), unroll)
         else:
             window = layer.mixer.sliding_window
             if window not in biases:
@@ -206,18 +219,22 @@ def backbone_step(
 class CausalLMStep(nn.Module):
     """`HybridGRUForCausalLM` with explicit state: forward(input_ids, attention_mask, position_ids, *states) ->
     (logits, *next_states), states in `state_specs` order. `attention_mask` (B, past + T) covers the cached tokens and
-    the new ones; `position_ids` (B, T) count real tokens only, as the model counts them for a padded batch."""
+    the new ones; `position_ids` (B, T) count real tokens only, as the model counts them for a padded batch.
+    `unroll`: a static chunk length runs its GRU steps written out instead of in a `scan` (see `gru_mixer_step`)."""
 
-    def __init__(self, model: HybridGRUForCausalLM):
+    def __init__(self, model: HybridGRUForCausalLM, unroll: bool = False):
         super().__init__()
         self.model = model.model
         self.lm_head = model.lm_head
+        self.unroll = unroll
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, *states: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
         hidden = self.model.embed_tokens(input_ids)
-        hidden, next_states = backbone_step(self.model, hidden, attention_mask, position_ids, list(states))
+        hidden, next_states = backbone_step(
+            self.model, hidden, attention_mask, position_ids, list(states), unroll=self.unroll
+        )
         return (self.lm_head(hidden), *next_states)
 
 
@@ -227,11 +244,12 @@ class CTCStep(nn.Module):
 
     input_features (B, T, num_mel_bins) with T a multiple of 4 (the subsampler's total stride), so each conv layer
     consumes whole strides and keeps exactly its last `kernel_size - 1` input frames as state (its zero padding at the
-    start). Logits (B, T / 4, vocab) equal the model's for those frames.
+    start). Logits (B, T / 4, vocab) equal the model's for those frames. `unroll`: see `CausalLMStep`.
     """
 
-    def __init__(self, model: HybridGRUForCTC):
+    def __init__(self, model: HybridGRUForCTC, unroll: bool = False):
         super().__init__()
+        self.unroll = unroll
         self.subsampler = model.subsampler
         self.model = model.model
         self.lm_head = model.lm_head
@@ -249,7 +267,7 @@ class CTCStep(nn.Module):
         hidden = subsampler.proj(x.transpose(1, 2))  # (B, T / 4, D)
         states = list(states[self.num_subsampler_states :])
         past = states[self.attention_index].shape[2] if self.attention_index is not None else 0
-        hidden, next_states = run_backbone(self.model, hidden, past, states)
+        hidden, next_states = run_backbone(self.model, hidden, past, states, self.unroll)
         return (self.lm_head(hidden), *next_pending, *next_states)
 
 
@@ -258,13 +276,15 @@ def _first_key_index(config: HybridGRUConfig) -> int | None:
     return next((i for i, s in enumerate(state_specs(config)) if s["kind"] == "key"), None)
 
 
-def run_backbone(model: HybridGRUModel, tokens: torch.Tensor, past, states: list) -> tuple[torch.Tensor, list]:
+def run_backbone(
+    model: HybridGRUModel, tokens: torch.Tensor, past, states: list, unroll: bool = False
+) -> tuple[torch.Tensor, list]:
     """`backbone_step` for unpadded rows after `past` tokens (streams of the time-series and CTC heads)."""
     rows, length = tokens.shape[:2]
     mask = torch.ones(rows, past + length, dtype=torch.long, device=tokens.device)
     positions = (torch.arange(length, device=tokens.device) + past).unsqueeze(0).expand(rows, -1)
     no_padding = torch.zeros(rows, length, dtype=torch.bool, device=tokens.device)
-    return backbone_step(model, tokens, mask, positions, states, no_padding)
+    return backbone_step(model, tokens, mask, positions, states, no_padding, unroll)
 
 
 class TimeSeriesStep(nn.Module):
@@ -274,10 +294,12 @@ class TimeSeriesStep(nn.Module):
     past_values, past_observed_mask (B, T, C): the next chunk (whole patches after the first); loc, scale (B, 1, C):
     the statistics frozen at the first chunk. States have B * C rows (one per series and channel). The forecast runs
     the future placeholders after the updated state and drops the states they produce, as the model's forked cache.
+    `unroll`: see `CausalLMStep`.
     """
 
-    def __init__(self, model: HybridGRUForTimeSeriesPrediction):
+    def __init__(self, model: HybridGRUForTimeSeriesPrediction, unroll: bool = False):
         super().__init__()
+        self.unroll = unroll
         self.head_model = model
         self.model = model.model
         self.attention_index = _first_key_index(model.config)
@@ -301,9 +323,9 @@ class TimeSeriesStep(nn.Module):
         patches = torch.cat([scaled.transpose(1, 2).reshape(shape), observed.transpose(1, 2).reshape(shape)], dim=-1)
         tokens = head_model.patch_embedding.proj(patches)  # (B*C, N, D)
         past = states[self.attention_index].shape[2] if self.attention_index is not None else 0
-        hidden, next_states = run_backbone(self.model, tokens, past, list(states))
+        hidden, next_states = run_backbone(self.model, tokens, past, list(states), self.unroll)
         future = head_model.future_tokens.expand(tokens.shape[0], -1, -1)  # (B*C, F, D)
-        hidden, _ = run_backbone(self.model, future, past + tokens.shape[1], next_states)
+        hidden, _ = run_backbone(self.model, future, past + tokens.shape[1], next_states, self.unroll)
         head_out = head_model.head(hidden).view(batch, channels, -1, head_model.num_outputs)  # (B, C, F*P, k)
         head_out = head_out[:, :, : config.prediction_length].permute(3, 0, 2, 1)  # (k, B, H, C)
         if config.loss == "nll":

@@ -14,6 +14,8 @@ import torch
 
 from hf_gru import (
     ExecuTorchCausalLM,
+    ExecuTorchCTCRecognizer,
+    ExecuTorchTimeSeriesForecaster,
     HybridGRUConfig,
     HybridGRUForCausalLM,
     HybridGRUForCTC,
@@ -247,14 +249,14 @@ def test_state_specs_follow_the_layer_pattern():
     ],
 )
 def executorch_exported(request, tmp_path_factory):
-    """(PyTorch model, ExecuTorchCausalLM): batch up to 4, up to 96 tokens. Slow: lowering takes ~15 s on an idle
-    core."""
+    """(PyTorch model, ExecuTorchCausalLM): batch up to 4, up to 96 tokens, prefill in chunks of 4. Slow: lowering
+    takes ~15 s per method on an idle core."""
     pytest.importorskip("executorch", reason="needs executorch (see the export extra)")
     variant, backend = request.param
     torch.manual_seed(0)
     model = HybridGRUForCausalLM(tiny_config(gru_variant=variant)).eval()
     output = tmp_path_factory.mktemp(f"executorch-{variant}") / "pte"
-    export_executorch(model, output, max_length=96, max_batch_size=4, backend=backend)
+    export_executorch(model, output, max_length=96, max_batch_size=4, backend=backend, prefill_chunk=4)
     return model, ExecuTorchCausalLM.from_pretrained(output)
 
 
@@ -263,13 +265,31 @@ def test_executorch_prefill_and_64_decode_steps_match_pytorch(executorch_exporte
     ids = torch.randint(3, 99, (2, 9))
     with torch.no_grad():
         out = model(ids, use_cache=True)
-        logits, state = runtime.step(ids)  # the decode-step program, one token at a time
+        logits, state = runtime.step(ids)  # two prefill chunks of 4, then one token
         assert_close(logits, out.logits, atol=1e-4, msg="prefill")
         cache = out.cache
         for step, token in enumerate(torch.randint(3, 99, (64, 2, 1))):
             out = model(token, cache=cache, use_cache=True)
             logits, state = runtime.step(token, state)
             assert_close(logits, out.logits, atol=1e-4, msg=f"decode step {step}")
+
+
+def test_executorch_chunked_prefill_equals_token_by_token(executorch_exported):
+    """11 prompt tokens (not a multiple of the chunk): two `prefill` calls of 4 and three decode steps give the
+    logits and state of 11 decode steps, for a left-padded batch of 3 (the program was traced at batch 2)."""
+    _, runtime = executorch_exported
+    assert runtime._chunk_sizes(11) == [4, 4, 1, 1, 1]
+    ids, mask = _prompts([11, 6, 9])
+    chunked, chunked_state = runtime.step(ids, attention_mask=mask)
+    pieces, state = [], None
+    for t in range(ids.shape[1]):
+        logits, state = runtime.step(ids[:, t : t + 1], state, attention_mask=mask[:, t : t + 1])
+        pieces.append(logits)
+    real = mask.bool()
+    assert_close(chunked[real], torch.cat(pieces, dim=1)[real], atol=1e-5, msg="logits")
+    assert torch.equal(chunked_state.attention_mask, state.attention_mask)
+    for spec, a, b in zip(runtime.state_specs, chunked_state.tensors, state.tensors, strict=True):
+        assert_close(a, b, atol=1e-5, msg=spec["name"])
 
 
 def test_executorch_greedy_and_left_padded_generate_equal_pytorch(executorch_exported):
@@ -324,6 +344,38 @@ def test_streaming_forecast_matches_pytorch(tmp_path):
         runtime.step(series[:, :3], state=state)
 
 
+@pytest.mark.slow
+def test_executorch_streaming_forecast_matches_pytorch(tmp_path):
+    """The ExecuTorch forecaster (one patch per program call) gives the model's streaming forecasts and Student-t
+    parameters over the same chunks as the ONNX test."""
+    pytest.importorskip("executorch", reason="needs executorch (see the export extra)")
+    torch.manual_seed(0)
+    config = tiny_config(
+        vocab_size=1, context_length=24, prediction_length=5, patch_length=2, num_input_channels=2, loss="nll"
+    )
+    model = HybridGRUForTimeSeriesPrediction(config).eval()
+    export_executorch(model, tmp_path / "pte", max_batch_size=3)
+    runtime = ExecuTorchTimeSeriesForecaster.from_pretrained(tmp_path / "pte")
+    series = torch.randn(3, 15, 2).cumsum(1)
+    observed = torch.ones_like(series)
+    observed[1, 3:5, 0] = 0
+    state, cache, stats = None, None, {}
+    with torch.no_grad():
+        for chunk in (slice(0, 7), slice(7, 11), slice(11, 15)):
+            expected = model(
+                past_values=series[:, chunk], past_observed_mask=observed[:, chunk], cache=cache, use_cache=True,
+                **stats,
+            )  # fmt: skip
+            cache, stats = expected.cache, {"loc": expected.loc, "scale": expected.scale}
+            actual, state = runtime.step(series[:, chunk], observed[:, chunk], state)
+            assert_close(actual["prediction"], expected.prediction_outputs, atol=1e-4, msg=f"chunk {chunk}")
+            names = ("df", "distribution_loc", "distribution_scale")
+            for name, param in zip(names, expected.distribution_params, strict=True):
+                assert_close(actual[name], param, atol=1e-4, msg=f"{name}, chunk {chunk}")
+    with pytest.raises(ValueError, match="max_batch_size=3"):
+        runtime.step(torch.randn(4, 2, 2))
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # CTC: a streaming recogniser
 # ---------------------------------------------------------------------------------------------------------------------
@@ -338,6 +390,30 @@ def test_streaming_recognition_equals_offline_logits(tmp_path):
     model = HybridGRUForCTC(config).eval()
     export_onnx(model, tmp_path / "onnx")
     runtime = OnnxCTCRecognizer.from_pretrained(tmp_path / "onnx")
+    features = torch.randn(2, 23, 8)
+    with torch.no_grad():
+        expected = model(input_features=features).logits  # (2, 6, 12)
+    pieces, state = [], None
+    for chunk in (slice(0, 3), slice(3, 5), slice(5, 13), slice(13, 23)):
+        logits, state = runtime.step(features[:, chunk], state)
+        pieces.append(logits)
+    pieces.append(runtime.flush(state))
+    assert [p.shape[1] for p in pieces] == [0, 1, 2, 2, 1]
+    assert_close(torch.cat(pieces, dim=1), expected, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_executorch_streaming_recognition_equals_offline_logits(tmp_path):
+    """The ExecuTorch recogniser (one block of 4 frames per program call): chunks of any length, then `flush`, give
+    the offline logits."""
+    pytest.importorskip("executorch", reason="needs executorch (see the export extra)")
+    torch.manual_seed(0)
+    config = tiny_config(
+        vocab_size=12, num_mel_bins=8, conv_subsampling_channels=16, block_pattern="GLA", sliding_window=3
+    )
+    model = HybridGRUForCTC(config).eval()
+    export_executorch(model, tmp_path / "pte", max_length=16, max_batch_size=2)
+    runtime = ExecuTorchCTCRecognizer.from_pretrained(tmp_path / "pte")
     features = torch.randn(2, 23, 8)
     with torch.no_grad():
         expected = model(input_features=features).logits  # (2, 6, 12)

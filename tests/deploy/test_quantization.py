@@ -116,3 +116,56 @@ def test_quantize_onnx_int8_rejects_a_missing_file_and_overwriting_its_input(tmp
     path.write_bytes(b"")
     with pytest.raises(ValueError, match="must differ"):
         quantize_onnx_int8(path, path)
+
+
+@pytest.mark.parametrize("variant", ["mingru", "gru"])
+def test_torch_ao_engine_logits_close_to_float_and_decode_keeps_the_state(variant):
+    """`engine="torch.ao"` (the faster CPU kernels): activations are quantized per tensor, so a cached decode differs
+    from the full forward by more than torchao's per-token scheme (~9e-3 measured), still far below a decode that lost
+    its GRU state (~0.07)."""
+    model = HybridGRUForCausalLM(tiny_config(gru_variant=variant)).eval()
+    ids = torch.randint(3, 99, (2, 12))
+    with torch.no_grad():
+        reference = model(ids).logits
+        quantize_int8(model, engine="torch.ao")
+        full = model(ids).logits
+        cache = DynamicCache(config=model.config)
+        steps = [model(ids[:, :8], cache=cache).logits]
+        steps += [model(ids[:, t : t + 1], cache=cache).logits for t in range(8, 12)]
+    assert_close(full, reference, atol=0.02 * reference.abs().max().item(), msg="int8 vs float")
+    assert (full - reference).abs().max() > 0, "nothing was quantized"
+    assert_close(torch.cat(steps, dim=1), full, atol=0.02, msg="int8 cached decode vs full forward")
+    assert not any(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert model.generate(ids, max_new_tokens=5, do_sample=False).shape == (2, 17)
+    with pytest.raises(ValueError, match="engine='fbgemm'"):
+        quantize_int8(model, engine="fbgemm")
+
+
+def test_quantize_onnx_int8_causal_lm_stores_the_tied_table_once_and_is_chunk_invariant(tmp_path):
+    """The tied head and the embedding lookup read one 8-bit table (no float copy left), the logits stay close to
+    float, and they do not depend on how the prompt is cut into calls (activations are quantized per row)."""
+    onnx = pytest.importorskip("onnx", reason="onnx comes with the export extra")
+    pytest.importorskip("onnxruntime", reason="onnxruntime comes with the export extra")
+    from onnx import numpy_helper
+
+    from hf_gru import OnnxCausalLM, export_onnx
+
+    torch.manual_seed(0)
+    config = tiny_config(vocab_size=256, hidden_size=64, intermediate_size=128)
+    model = HybridGRUForCausalLM(config).eval()
+    export_onnx(model, tmp_path / "int8", quantize="int8")
+    graph = onnx.load(str(tmp_path / "int8" / "model.onnx")).graph
+    tables = [i.name for i in graph.initializer if sorted(i.dims) == [64, 256]]
+    assert tables == [], f"a float or int8 copy of the vocabulary table is left: {tables}"
+    assert {"MatMulNBits"} <= {n.op_type for n in graph.node}
+    float_bytes = sum(numpy_helper.to_array(i).nbytes for i in graph.initializer if i.data_type == 1)
+    assert float_bytes < 0.2 * sum(p.numel() * 4 for p in model.parameters())
+    runtime = OnnxCausalLM.from_pretrained(tmp_path / "int8")
+    ids = torch.randint(3, 256, (2, 12))
+    with torch.no_grad():
+        reference = model(ids).logits
+    whole, _ = runtime.step(ids)
+    first, state = runtime.step(ids[:, :5])
+    second, _ = runtime.step(ids[:, 5:], state)
+    assert_close(whole, reference, atol=0.03 * reference.abs().max().item(), msg="ONNX int8 vs float")
+    assert_close(torch.cat([first, second], dim=1), whole, atol=1e-5, msg="chunked vs one call")
