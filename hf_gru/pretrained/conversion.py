@@ -363,7 +363,7 @@ def write_conversion_card(
             if info.teacher_quantization
             else ""
         )
-        summary += f"\n\nTeacher: {info.teacher} ({license_text}{quantized})."
+        summary += f"\n\nTeacher: {info.teacher}, {license_text}{quantized}."
     usage = f"""
 from transformers import pipeline
 
