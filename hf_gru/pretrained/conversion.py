@@ -58,6 +58,8 @@ class ConversionInfo:
     gru_variant: str
     gru_hidden_size: int
     recipe: str = field(default="")
+    teacher_license: str | None = None  # e.g. "apache-2.0"; also the card's license when set
+    teacher_quantization: str | None = None  # e.g. "Q4_1" for a teacher loaded from a GGUF file
 
 
 def convert_to_hybrid(
@@ -353,6 +355,15 @@ def write_conversion_card(
         f"attention); attention layers {info.attention_layers}, GRU layers {info.gru_layers} "
         f"({info.gru_variant}, state width {info.gru_hidden_size}).\n\n{info.recipe}"
     )
+    if info.teacher_license or info.teacher_quantization:
+        license_text = f"license {info.teacher_license}" if info.teacher_license else "license not stated"
+        quantized = (
+            f"; its weights went through {info.teacher_quantization} quantization (dequantized to float for "
+            "conversion), so the kept weights are the quantized ones"
+            if info.teacher_quantization
+            else ""
+        )
+        summary += f"\n\nTeacher: {info.teacher}, {license_text}{quantized}."
     usage = f"""
 from transformers import pipeline
 
@@ -371,6 +382,7 @@ print(generator("Hello", max_new_tokens=40)[0]["generated_text"])
         dataset=dataset,
         hyperparameters={"conversion": {k: v for k, v in asdict(info).items() if k != "recipe"}},
         plot=plot,
+        license=(info.teacher_license or "apache-2.0").lower(),
     )
 
 

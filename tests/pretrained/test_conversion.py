@@ -257,6 +257,18 @@ def test_converted_model_saves_hub_ready_with_a_card_naming_the_teacher(tmp_path
     assert json.loads((folder / "config.json").read_text())["qk_norm"] is True
 
 
+def test_the_card_states_the_teachers_license_and_quantization(tmp_path):
+    student = convert_to_hybrid(teacher_of("llama"), block_pattern="GA")
+    student.save_pretrained(tmp_path)
+    plain = write_conversion_card(tmp_path, student).read_text()
+    assert "license: apache-2.0" in plain and "Teacher:" not in plain  # nothing claimed when nothing is known
+    student.conversion.teacher = "Tiny-Teacher (Q4_1)"
+    student.conversion.teacher_license, student.conversion.teacher_quantization = "MIT", "Q4_1"
+    text = write_conversion_card(tmp_path, student).read_text()
+    assert "license: mit" in text and "# HybridGRU from Tiny-Teacher (Q4_1)" in text
+    assert "Teacher: Tiny-Teacher (Q4_1), license MIT; its weights went through Q4_1 quantization" in text
+
+
 @pytest.mark.slow  # a clean Python process imports transformers again (~10-30 s)
 def test_converted_model_loads_as_remote_code_without_hf_gru(tmp_path):
     student = convert_to_hybrid(teacher_of("qwen3"), block_pattern="GGA", gru_variant="mingru").eval()
