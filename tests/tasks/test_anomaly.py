@@ -20,6 +20,7 @@ from hf_gru.tasks.anomaly import (
     read_timeeval_csv,
     robust_location_scale,
 )
+from hf_gru.tasks.anomaly import detector as anomaly_detector
 from tests.helpers import REPO
 
 CONTEXT, CHANNELS = 8, 2
@@ -50,8 +51,8 @@ def signal(length: int, channels: int = CHANNELS, seed: int = 0) -> np.ndarray:
     return (np.sin(t / 3.0 + np.arange(channels)) + 0.1 * rng.standard_normal((length, channels))).astype(np.float32)
 
 
-def streamed(detector, series, sizes, mask=None) -> np.ndarray:
-    scorer, out, start = detector.stream(), [], 0
+def streamed(detector, series, sizes, mask=None, stepwise=False) -> np.ndarray:
+    scorer, out, start = detector.stream(stepwise), [], 0
     for size in sizes:
         chunk_mask = None if mask is None else mask[start : start + size]
         out.append(scorer.update(series[start : start + size], chunk_mask))
@@ -60,13 +61,19 @@ def streamed(detector, series, sizes, mask=None) -> np.ndarray:
     return np.concatenate(out + [scorer.flush()])
 
 
-@pytest.mark.parametrize("chunking", ["ones", "sevens", "random"])
-def test_streaming_equals_offline(chunking, one_torch_thread):
+@pytest.mark.parametrize("chunking", ["ones", "sevens", "random", "one-chunk"])
+@pytest.mark.parametrize("forward_steps", [2048, 4])
+def test_batched_scores_equal_the_stepwise_loop(chunking, forward_steps, monkeypatch, one_torch_thread):
+    """The batched scorer (forwards of up to `SCORING_CHUNK` steps, each giving every step's forecast at once) gives
+    the scores of the reference loop (one forward per step), offline and streamed in chunks of any size."""
+    monkeypatch.setattr(anomaly_detector, "SCORING_CHUNK", forward_steps)
     detector, series = make_detector(), signal(30)
-    offline = detector.score(series)
-    sizes = {"ones": [1] * 30, "sevens": [7, 7, 7, 7, 2], "random": [3, 11, 1, 9, 6]}[chunking]
-    assert offline.shape == (30,) and np.isfinite(offline).all()
-    np.testing.assert_array_equal(streamed(detector, series, sizes), offline)
+    reference = detector.score(series, stepwise=True)
+    assert reference.shape == (30,) and np.isfinite(reference).all()
+    np.testing.assert_allclose(streamed(detector, series, [1] * 30, stepwise=True), reference, rtol=0, atol=1e-6)
+    sizes = {"ones": [1] * 30, "sevens": [7, 7, 7, 7, 2], "random": [3, 11, 1, 9, 6], "one-chunk": [30]}[chunking]
+    np.testing.assert_allclose(detector.score(series), reference, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(streamed(detector, series, sizes), reference, rtol=0, atol=1e-5)
 
 
 def test_residuals_are_the_forecasting_heads_one_shot_forecasts(one_torch_thread):
@@ -94,7 +101,10 @@ def test_masked_points_are_ignored_and_unmasked_nan_is_refused(one_torch_thread)
     with_nan[mask == 0], with_junk[mask == 0] = np.nan, 1e6
     scores = detector.score(with_nan, mask)
     np.testing.assert_array_equal(scores, detector.score(with_junk, mask))
-    np.testing.assert_array_equal(scores, streamed(detector, with_nan, [4, 1, 9, 6], mask))
+    reference = detector.score(with_nan, mask, stepwise=True)  # two channels, missing points: batched == stepwise
+    np.testing.assert_allclose(scores, reference, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(streamed(detector, with_nan, [4, 1, 9, 6], mask), reference, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(streamed(detector, with_junk, [20], mask, stepwise=True), reference, rtol=0, atol=1e-6)
     unsmoothed = make_detector(smoothing_window=1)
     assert (unsmoothed.score(with_nan, mask)[10:12] == 0).all()  # nothing observed: nothing anomalous
     with pytest.raises(ValueError, match="NaN or inf values at observed points.*time step 3"):
