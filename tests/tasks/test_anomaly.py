@@ -62,7 +62,7 @@ def streamed(detector, series, sizes, mask=None, stepwise=False) -> np.ndarray:
 
 
 @pytest.mark.parametrize("chunking", ["ones", "sevens", "random", "one-chunk"])
-@pytest.mark.parametrize("forward_steps", [2048, 4])
+@pytest.mark.parametrize("forward_steps", [4096, 4])
 def test_batched_scores_equal_the_stepwise_loop(chunking, forward_steps, monkeypatch, one_torch_thread):
     """The batched scorer (forwards of up to `SCORING_CHUNK` steps, each giving every step's forecast at once) gives
     the scores of the reference loop (one forward per step), offline and streamed in chunks of any size."""

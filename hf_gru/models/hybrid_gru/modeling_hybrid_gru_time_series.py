@@ -27,7 +27,6 @@ from torch import nn
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import SampleTSPredictionOutput
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
 
@@ -38,11 +37,11 @@ from .modeling_hybrid_gru import (
     HybridGRUMixer,
     HybridGRUModel,
     HybridGRUPreTrainedModel,
-    attention_implementation,
-    eager_attention_forward,
+    reads_plain_weight,
     repeat_kv,
     rotate_half,
 )
+from .recurrence_hybrid_gru import cudnn_gru
 
 MINIMUM_SCALE = 1e-5  # as PatchTST's std scaler: keeps constant series finite
 
@@ -337,7 +336,6 @@ class HybridGRUForTimeSeriesPrediction(HybridGRUPreTrainedModel):
         model, config = self.model, self.config
         has_attention = any(t != "linear_attention" for t in config.layer_types)
         positions = model._positions(tokens, None, cache if has_attention else None)  # (1, N)
-        masks = model._build_masks(tokens, None, cache, positions, attention_implementation(config, False))
         rope = model.rotary_emb(tokens, positions)
         placeholder_rope = model.rotary_emb(tokens, positions + 1)  # a placeholder sits one position after its token
         hidden = tokens
@@ -348,9 +346,8 @@ class HybridGRUForTimeSeriesPrediction(HybridGRUPreTrainedModel):
                 mixed, mixed_placeholders = gru_with_placeholders(layer.mixer, normed, normed_placeholders, cache)
             else:
                 mixed, mixed_placeholders = attention_with_placeholders(
-                    layer.mixer, normed, normed_placeholders, masks[layer.layer_type], rope, placeholder_rope,
-                    positions[0], cache,
-                )  # fmt: skip
+                    layer.mixer, normed, normed_placeholders, rope, placeholder_rope, positions[0], cache
+                )
             hidden, placeholders = hidden + mixed, placeholders + mixed_placeholders
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
             placeholders = placeholders + layer.mlp(layer.post_attention_layernorm(placeholders))
@@ -439,7 +436,12 @@ def gru_with_placeholders(
     if h0 is None:
         h0 = x.new_zeros(x.shape[0], mixer.state_size)
     hidden_proj = getattr(mixer, "hidden_proj", None)
-    states, last = mixer._recur(x, h0, None, None, mixer.input_proj, hidden_proj)  # (B, N, H)
+    plain = mixer.variant == "gru" and reads_plain_weight(mixer.input_proj) and reads_plain_weight(hidden_proj)
+    if plain and x.shape[1] > 1 and not torch.compiler.is_exporting():
+        # torch's fused GRU: on CPU too its C++ time loop beats the mixer's scan of a few ops per step
+        states, last = cudnn_gru(x, h0, mixer.input_proj, hidden_proj)
+    else:
+        states, last = mixer._recur(x, h0, None, None, mixer.input_proj, hidden_proj)  # (B, N, H)
     cache.update_recurrent_state(last, index)
 
     weight = mixer.conv.weight  # (D, 1, kernel); tap j reads the input kernel - 1 - j steps back
@@ -464,52 +466,70 @@ def attention_with_placeholders(
     mixer: HybridGRUAttention,
     hidden: torch.Tensor,
     placeholders: torch.Tensor,
-    mask,
     rope: tuple[torch.Tensor, torch.Tensor],
     placeholder_rope: tuple[torch.Tensor, torch.Tensor],
     positions: torch.Tensor,
     cache: Cache,
-    block: int = 256,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Causal (sliding-window) attention over `hidden` (B, N, D) through `cache`, and for each position t a placeholder
-    at position t + 1 that attends to the keys a query there sees (the cached and new tokens up to t, within the
-    window) and to itself. Placeholders are scored `block` at a time against the band of keys they can see."""
+    """Causal (sliding-window) attention over `hidden` (B, N, D) at `positions` (N,) through `cache`, and for each
+    position t a placeholder at position t + 1 that attends to the keys a query there sees (the cached and new tokens
+    up to t, within the window) and to itself. Returns both outputs (B, N, D)."""
     shape = (*hidden.shape[:-1], -1, mixer.head_dim)
-    key = rotate(mixer.k_norm(mixer.k_proj(hidden).view(shape)).transpose(1, 2), *rope)  # (B, kvH, N, hd)
-    value = mixer.v_proj(hidden).view(shape).transpose(1, 2)
-    keys, values = cache.update(key, value, mixer.layer_idx)  # cached then new: (B, kvH, K, hd)
-    main, _ = ALL_ATTENTION_FUNCTIONS.get_interface(mixer.config._attn_implementation, eager_attention_forward)(
-        mixer, rotate(mixer.q_norm(mixer.q_proj(hidden).view(shape)).transpose(1, 2), *rope), keys, values, mask,
-        dropout=0.0, scaling=mixer.scaling, sliding_window=mixer.sliding_window,
-    )  # fmt: skip
-    main = mixer.o_proj(main.reshape(*hidden.shape[:-1], -1))
 
-    query = rotate(mixer.q_norm(mixer.q_proj(placeholders).view(shape)).transpose(1, 2), *placeholder_rope)
-    own_key = rotate(mixer.k_norm(mixer.k_proj(placeholders).view(shape)).transpose(1, 2), *placeholder_rope)
-    own_value = mixer.v_proj(placeholders).view(shape).transpose(1, 2)
-    groups = mixer.num_key_value_groups
-    keys, values = repeat_kv(keys, groups), repeat_kv(values, groups)
-    own_key, own_value = repeat_kv(own_key, groups), repeat_kv(own_value, groups)
+    def project(states: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        query = rotate(mixer.q_norm(mixer.q_proj(states).view(shape)).transpose(1, 2), *cos_sin)  # (B, H, N, hd)
+        key = rotate(mixer.k_norm(mixer.k_proj(states).view(shape)).transpose(1, 2), *cos_sin)  # (B, kvH, N, hd)
+        return query, key, mixer.v_proj(states).view(shape).transpose(1, 2)
+
+    query, key, value = project(hidden, rope)
+    keys, values = cache.update(key, value, mixer.layer_idx)  # cached then new: (B, kvH, K, hd)
+    keys, values = repeat_kv(keys, mixer.num_key_value_groups), repeat_kv(values, mixer.num_key_value_groups)
     key_positions = torch.arange(keys.shape[2], device=keys.device) + (positions[-1] + 1 - keys.shape[2])
     window = mixer.sliding_window
+    earliest = None if window is None else positions + 1 - window  # the first key a query at `positions` sees
+    main = banded_attention(query, keys, values, key_positions, positions, earliest, mixer.scaling)
+    query, own_key, own_value = project(placeholders, placeholder_rope)
+    own = repeat_kv(own_key, mixer.num_key_value_groups), repeat_kv(own_value, mixer.num_key_value_groups)
+    earliest = None if earliest is None else earliest + 1
+    attended = banded_attention(query, keys, values, key_positions, positions, earliest, mixer.scaling, own)
+    return mixer.o_proj(main), mixer.o_proj(attended)
+
+
+def banded_attention(
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    key_positions: torch.Tensor,
+    latest: torch.Tensor,
+    earliest: torch.Tensor | None,
+    scaling: float,
+    own: tuple[torch.Tensor, torch.Tensor] | None = None,
+    block: int = 256,
+) -> torch.Tensor:
+    """Eager attention of queries (B, H, N, hd) to the keys (B, H, K, hd) at `key_positions` (K,, increasing) from
+    `earliest` (N,) (None: the first) to `latest` (N,), plus with `own` each query's own key and value (B, H, N, hd).
+    Runs `block` queries at a time against the band of keys they see, so a sliding window costs O(N * window).
+    Returns (B, N, H * hd)."""
     outputs = []
-    for start in range(0, hidden.shape[1], block):
-        stop = min(start + block, hidden.shape[1])
-        seen = positions[start:stop, None] + 1  # (n, 1) the placeholders' positions
-        low = 0 if window is None else int(torch.searchsorted(key_positions, seen[0, 0] - window + 1))
-        high = int(torch.searchsorted(key_positions, seen[-1, 0] - 1, right=True))
-        visible = key_positions[None, low:high] < seen
-        if window is not None:
-            visible = visible & (key_positions[None, low:high] > seen - window)
+    for start in range(0, query.shape[2], block):
+        stop = min(start + block, query.shape[2])
+        low = 0 if earliest is None else int(torch.searchsorted(key_positions, earliest[start]))
+        high = int(torch.searchsorted(key_positions, latest[stop - 1], right=True))
+        band = key_positions[None, low:high]  # (1, k)
+        visible = band <= latest[start:stop, None]  # (n, k)
+        if earliest is not None:
+            visible = visible & (band >= earliest[start:stop, None])
         q = query[:, :, start:stop]
-        scores = torch.matmul(q, keys[:, :, low:high].transpose(2, 3)) * mixer.scaling  # (B, H, n, k)
+        scores = torch.matmul(q, keys[:, :, low:high].transpose(2, 3)) * scaling  # (B, H, n, k)
         scores = scores.masked_fill(~visible, float("-inf"))
-        own = (q * own_key[:, :, start:stop]).sum(-1, keepdim=True) * mixer.scaling  # (B, H, n, 1)
-        weights = F.softmax(torch.cat([scores, own], dim=-1), dim=-1, dtype=torch.float32).to(q.dtype)
-        out = torch.matmul(weights[..., :-1], values[:, :, low:high]) + weights[..., -1:] * own_value[:, :, start:stop]
+        if own is not None:
+            scores = torch.cat([scores, (q * own[0][:, :, start:stop]).sum(-1, keepdim=True) * scaling], dim=-1)
+        weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        out = torch.matmul(weights[..., : high - low], values[:, :, low:high])
+        if own is not None:
+            out = out + weights[..., -1:] * own[1][:, :, start:stop]
         outputs.append(out)
-    attended = torch.cat(outputs, dim=2).transpose(1, 2).reshape(*hidden.shape[:-1], -1)  # (B, N, H * hd)
-    return main, mixer.o_proj(attended)
+    return torch.cat(outputs, dim=2).transpose(1, 2).flatten(2)
 
 
 def fork_cache(cache: Cache) -> Cache:

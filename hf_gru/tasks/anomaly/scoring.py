@@ -86,11 +86,12 @@ class CenteredMean:
         return self._emit(self.seen)
 
     def _emit(self, stop: int) -> np.ndarray:
-        scores = []
-        for t in range(self.next_step, stop):
-            start = max(t - self.before, 0) - self.buffer_start
-            scores.append(self.buffer[start : t + self.after + 1 - self.buffer_start].mean())
+        steps = np.arange(self.next_step, stop)
+        low = np.maximum(steps - self.before, 0) - self.buffer_start  # window bounds as indices into the buffer
+        high = np.minimum(steps + self.after + 1, self.seen) - self.buffer_start
+        sums = np.concatenate([[0.0], np.cumsum(self.buffer)])
+        scores = (sums[high] - sums[low]) / np.maximum(high - low, 1)
         self.next_step = max(self.next_step, stop)
         drop = max(self.next_step - self.before - self.buffer_start, 0)
         self.buffer, self.buffer_start = self.buffer[drop:], self.buffer_start + drop
-        return np.array(scores, dtype=np.float64)
+        return scores.astype(np.float64)

@@ -261,6 +261,25 @@ def test_forecast_every_step_equals_forward_after_each_patch(overrides):
     assert every.cache is None and second.cache is first.cache
 
 
+def test_forecast_every_step_over_several_attention_blocks():
+    """Attention runs 256 queries at a time against the band of keys they see: a long series gives the same forecasts
+    in one pass, in short chunks, and as `forward` over prefixes ending on either side of a block boundary."""
+    model = make_model(block_pattern="GLA", sliding_window=40, patch_length=1, prediction_length=1, scaling=None,
+                       max_position_embeddings=1024)  # fmt: skip
+    past = series(1, length=600, batch=1)
+    with torch.no_grad():
+        every = model.forecast_every_step(past).prediction_outputs[:, :, 0]  # (1, 600, 1)
+        cache, chunks = None, []
+        for start in range(0, 600, 100):
+            out = model.forecast_every_step(past[:, start : start + 100], cache=cache, use_cache=True)
+            cache = out.cache
+            chunks.append(out.prediction_outputs[:, :, 0])
+        assert_close(torch.cat(chunks, dim=1), every, atol=1e-4, msg="chunks of 100 vs one pass")
+        for end in (255, 256, 257, 600):
+            prefix = model(past_values=past[:, :end]).prediction_outputs
+            assert_close(every[:, end - 1], prefix[:, 0], atol=1e-4, msg=f"prefix of {end}")
+
+
 def test_forecast_every_step_needs_one_placeholder_and_a_causal_backbone():
     with pytest.raises(ValueError, match="prediction_length=6, patch_length=4"):
         make_model().forecast_every_step(series())
