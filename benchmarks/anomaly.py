@@ -2,7 +2,7 @@
 
     pip install -e ".[anomaly]"                          # aeon (data, detectors, metrics), stumpy, pyod
     python benchmarks/anomaly.py --threads 1 --json benchmarks/results/cpu_anomaly_ecg.json    # ~30 minutes
-    python benchmarks/anomaly.py --quick                 # smoke run: 1 seed, 30 steps, 2,000 test samples
+    python benchmarks/anomaly.py --quick                 # smoke run: 1 seed, 30 steps, 2,000 test samples, 500 stepwise
 
 Data: aeon's `ecg-diff-count-3` (read from the installed wheel): TRAIN_NA (10,000 normal samples) to train on, TEST
 (10,000 samples, 3 anomalous heartbeats of 100 samples) to score. hf_gru trains with the example's defaults
@@ -10,6 +10,11 @@ Data: aeon's `ecg-diff-count-3` (read from the installed wheel): TRAIN_NA (10,00
 `--seeds` seeds. Baselines from aeon with their window set to one heartbeat (`--window`, 100 samples): STOMP (matrix
 profile via stumpy), KMeansAD (unsupervised on TEST, and semi-supervised: fit on TRAIN_NA), LOF (pyod), MERLIN
 (discord lengths window +- 10%). Metrics from aeon: point AUC-ROC and AUC-PR, range VUS-PR; fit + score wall time.
+
+Scoring speed: seconds for `detector.score(TEST)` (batched: a few forwards, each giving the forecast after every step;
+median of 3) against the stepwise loop that scoring ran before (`score(..., stepwise=True)`: one forward per step,
+the forecast on a fork of the cache) over the first `--stepwise-samples` steps of TEST (default: all), as a ratio of
+seconds per sample; same model, same process, `--threads` threads; with the largest score difference between the two.
 
 Streaming cost at batch 1: microseconds per sample of `StreamingAnomalyScorer.update` fed one sample at a time,
 against re-scoring the last `context_length` samples with one full forward per sample (what a detector without a
@@ -93,16 +98,41 @@ def streaming_cost(detector: HybridGRUAnomalyDetector, series: np.ndarray, sampl
     return {"stream_us_per_sample": stream, "window_us_per_sample": window, "window_over_stream": window / stream}
 
 
+def scoring_speed(detector: HybridGRUAnomalyDetector, test: np.ndarray, stepwise_samples: int, rounds: int = 3):
+    """Batched `score` of the whole series vs the stepwise loop over its first `stepwise_samples` samples, interleaved
+    on a busy machine: each of `rounds` rounds times one batched run and the next third of the stepwise stream."""
+    batched, stepwise, parts = [], 0.0, []
+    scorer = detector.stream(stepwise=True)
+    bounds = np.linspace(0, stepwise_samples, rounds + 1).astype(int)
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+        begin = time.perf_counter()
+        detector.score(test)
+        batched.append(time.perf_counter() - begin)
+        begin = time.perf_counter()
+        parts.append(scorer.update(test[start:stop]))
+        stepwise += time.perf_counter() - begin
+    reference = np.concatenate(parts + [scorer.flush()])
+    difference = float(np.abs(detector.score(test[:stepwise_samples]) - reference).max())
+    per_sample_batched, per_sample_stepwise = statistics.median(batched) / len(test), stepwise / stepwise_samples
+    return {
+        "batched_s": statistics.median(batched), "batched_samples": len(test), "stepwise_s": stepwise,
+        "stepwise_samples": stepwise_samples, "stepwise_over_batched": per_sample_stepwise / per_sample_batched,
+        "max_abs_score_difference": difference,
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--max-steps", type=int, default=DEFAULT_TRAINING["max_steps"])
     parser.add_argument("--window", type=int, default=100, help="baselines' window: one heartbeat")
     parser.add_argument("--stream-samples", type=int, default=100)
+    parser.add_argument("--stepwise-samples", type=int, default=None, help="stepwise loop's share of TEST (all)")
     parser.add_argument("--output-dir", default="/tmp/hf_gru_anomaly_benchmark", help="Trainer scratch folder")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.max_steps, args.stream_samples = args.seeds[:1], 30, 50
+        args.stepwise_samples = args.stepwise_samples or 500
     torch.set_num_threads(args.threads)
     info = machine_info(args)
     print("# Anomaly detection on aeon's ecg-diff-count-3 (train TRAIN_NA, score TEST)")
@@ -137,12 +167,21 @@ def main() -> None:
           f"{summary['vus_pr'][0]:.4f} ({summary['vus_pr'][1]:.4f}); best baseline {best}: AUC-PR "
           f"{results[best]['auc_pr']:.4f}, VUS-PR {results[best]['vus_pr']:.4f}")  # fmt: skip
 
+    speed = scoring_speed(detector, test, args.stepwise_samples or len(test))
+    print(
+        f"  scoring {speed['batched_samples']} samples: batched {speed['batched_s']:.2f} s; stepwise loop "
+        f"{speed['stepwise_s']:.1f} s for {speed['stepwise_samples']} samples; **{speed['stepwise_over_batched']:.0f}x** "
+        f"faster per sample batched (largest score difference {speed['max_abs_score_difference']:.1e})", flush=True
+    )  # fmt: skip
+    write_json(args.json, {"machine": info, "args": vars(args), "results": results, "scoring": speed, "partial": True})
     cost = streaming_cost(detector, test[:, 0], args.stream_samples)
     print(
         f"  streaming at batch 1: {cost['stream_us_per_sample']:.0f} µs/sample; re-scoring a {CONTEXT_LENGTH}-sample "
         f"window per sample: {cost['window_us_per_sample']:.0f} µs/sample; ratio {cost['window_over_stream']:.2f}x"
     )
-    write_json(args.json, {"machine": info, "args": vars(args), "results": results, "streaming": cost})
+    write_json(
+        args.json, {"machine": info, "args": vars(args), "results": results, "scoring": speed, "streaming": cost}
+    )
 
 
 if __name__ == "__main__":
