@@ -171,6 +171,45 @@ def test_fit_with_trainer_calibrates_on_held_out_normal_data(tmp_path, one_torch
     assert state.threshold == pytest.approx(np.quantile(held_out, 0.9))
 
 
+def periodic(length: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    return (np.sin(2 * np.pi * t / 25) + 0.5 * np.sin(2 * np.pi * t / 7) + 0.05 * rng.standard_normal(length)).astype(
+        np.float32
+    )
+
+
+RECOVERY_STEPS = 10  # README: unsmoothed scores fall back below the threshold within 10 steps of a one-step spike
+
+
+def test_warm_up_and_recovery_after_a_spike(tmp_path, one_torch_thread):
+    """A detector trained on a periodic signal scores a fresh stream with one spike: the spike has the top score, the
+    scores are back below the threshold within RECOVERY_STEPS steps after it, and the stream's first steps (short
+    context) score like the rest thanks to the warm-up residual scale; without it they score higher and raise an alarm
+    (here 0.85 and 1.47 on average, against 0.83 over the normal steps after them)."""
+    context, spike = 25, 300
+    detector = HybridGRUAnomalyDetector.from_config(1, context, seed=0, **dict(TINY, num_hidden_layers=3))
+    args = TrainingArguments(tmp_path, max_steps=150, per_device_train_batch_size=16, learning_rate=3e-3,
+                             lr_scheduler_type="cosine", warmup_steps=10, report_to="none", save_strategy="no",
+                             use_cpu=True, disable_tqdm=True, seed=0)  # fmt: skip
+    detector.fit(periodic(1500, seed=0), args, smoothing_window=1, threshold_method="quantile", quantile=0.999)
+    warmup_scale = np.array(detector.state.warmup_residual_scale)
+    assert warmup_scale.shape == (context, 1) and (np.diff(warmup_scale, axis=0) <= 0).all()
+    assert (warmup_scale >= np.array(detector.state.residual_scale)).all()
+
+    test = periodic(600, seed=1)
+    test[spike] += 5.0
+    scores, threshold = detector.score(test), detector.threshold
+    assert scores.argmax() == spike and scores[spike] > 3 * threshold
+    assert (scores[spike + RECOVERY_STEPS : spike + RECOVERY_STEPS + 50] < threshold).all()
+    normal = scores[context:spike]
+    assert scores[:context].mean() < 1.2 * normal.mean() and scores[:context].max() < threshold
+    detector.state.warmup_residual_scale = []  # the stationary scale from the first step, as detectors saved before
+    cold = detector.score(test)
+    assert cold[:context].mean() > 1.5 * normal.mean() and cold[:context].max() > threshold  # a false alarm
+    np.testing.assert_allclose(cold[context:], scores[context:], rtol=0, atol=1e-10)
+
+
 def test_save_load_round_trip(tmp_path, one_torch_thread):
     detector, series = make_detector(), signal(15)
     detector.save_pretrained(tmp_path / "detector")
@@ -181,6 +220,12 @@ def test_save_load_round_trip(tmp_path, one_torch_thread):
     assert type(model).__name__ == "HybridGRUForTimeSeriesPrediction"
     with pytest.raises(ValueError, match="anomaly_detector.json"):
         HybridGRUAnomalyDetector.from_pretrained(tmp_path)
+    # A detector saved before the warm-up scale existed loads and scores with the stationary scale throughout.
+    state_file = tmp_path / "detector" / "anomaly_detector.json"
+    saved = json.loads(state_file.read_text())
+    saved.pop("warmup_residual_scale")
+    state_file.write_text(json.dumps(saved))
+    assert HybridGRUAnomalyDetector.from_pretrained(tmp_path / "detector").state.warmup_residual_scale == []
 
 
 def write_csv(path: Path, header: str, rows: list[str]) -> Path:

@@ -16,6 +16,7 @@ from ...models.hybrid_gru.modeling_hybrid_gru_time_series import HybridGRUForTim
 from ..forecasting import StandardScaler
 from .data import as_observed_mask, as_series
 from .scoring import (
+    MAD_TO_STD,
     CenteredMean,
     TooFewExcessesError,
     combined_z_scores,
@@ -42,6 +43,9 @@ DEFAULT_SMOOTHING_WINDOW = 50  # centred mean over half a heartbeat at the ECG s
 # Steps per forward of the batched scorer. Its cost is linear in the chunk (attention is banded to the window), so the
 # size only bounds memory: a 10,000-step series takes three forwards.
 SCORING_CHUNK = 4096
+# Cold-start streams behind the warm-up residual scale: up to this many held-out segments (offsets context_length / 8
+# apart) through one batched pass; with fewer than the minimum the stationary scale is used from the first step.
+WARMUP_SEGMENTS, MIN_WARMUP_SEGMENTS = 64, 8
 
 
 @dataclass
@@ -55,6 +59,9 @@ class DetectorState:
     smoothing_window: int = 1
     threshold: float | None = None
     threshold_method: str | None = None
+    # (steps, C): the residual scale at each of the first steps of a stream, whose context is still short (empty: the
+    # stationary `residual_scale` throughout, as detectors saved before it)
+    warmup_residual_scale: list[list[float]] = field(default_factory=list)
 
 
 def check_calibration_options(smoothing_window: int, threshold_method: str) -> None:
@@ -210,12 +217,15 @@ class HybridGRUAnomalyDetector:
             warmup_observed = as_observed_mask("warmup_series", warmup, warmup_observed_mask)
             keep = self.model.config.context_length
             scorer.residuals(warmup[-keep:], warmup_observed[-keep:])
+        start = scorer.steps_seen
         residuals = scorer.residuals(normal, normal_observed)
         median, scale = robust_location_scale(residuals, normal_observed)
         self.state.residual_median, self.state.residual_scale = median.tolist(), scale.tolist()
+        self.state.warmup_residual_scale = self._warmup_scale(normal, normal_observed, median, scale).tolist()
         self.state.smoothing_window = smoothing_window
         smoother = CenteredMean(smoothing_window)
-        z = combined_z_scores(residuals, normal_observed, median, scale)
+        scales = step_scales(np.array(self.state.warmup_residual_scale), scale, start, len(normal))
+        z = combined_z_scores(residuals, normal_observed, median, scales)
         scores = np.concatenate([smoother.push(z), smoother.flush()])
         if threshold_method == "pot":
             try:
@@ -228,6 +238,32 @@ class HybridGRUAnomalyDetector:
             self.state.threshold = quantile_threshold(scores, **threshold_kwargs)
         self.state.threshold_method = threshold_method
         return scores
+
+    @torch.no_grad()
+    def _warmup_scale(self, normal: np.ndarray, observed: np.ndarray, median: np.ndarray, scale: np.ndarray):
+        """The residual scale (context_length, C) at each step of a stream that starts cold, from streams started at
+        many offsets of the held-out data (one batched pass): per step, 1.4826 * MAD of their residuals, at least the
+        running stream's `scale` and non-increasing in the step (a longer context never makes errors larger).
+
+        A short context forecasts worse: scaled by the stationary scale, the first steps of every stream would score
+        high. (0, C) when the held-out part holds fewer than `MIN_WARMUP_SEGMENTS` segments."""
+        context, channels = self.model.config.context_length, self.num_input_channels
+        starts = np.arange(0, len(normal) - context + 1, max(context // 8, 1))[:WARMUP_SEGMENTS]
+        if len(starts) < MIN_WARMUP_SEGMENTS:
+            return np.zeros((0, channels))
+        index = starts[:, None] + np.arange(context)  # (M, context)
+        segments, segment_observed = normal[index], observed[index]  # (M, context, C)
+        standardised = np.where(segment_observed > 0, (segments - self.state.loc) / self.state.scale, 0.0)
+        values = np.concatenate([np.zeros_like(standardised), standardised], axis=1)  # the stream's masked opening
+        mask = np.concatenate([np.zeros_like(segment_observed), segment_observed], axis=1)
+        as_tensor = lambda a: torch.as_tensor(a, dtype=self.model.dtype, device=self.model.device)  # noqa: E731
+        forecasts = self.model.forecast_every_step(as_tensor(values), as_tensor(mask)).prediction_outputs[:, :, 0]
+        forecasts = forecasts[:, context - 1 : 2 * context - 1].double().cpu().numpy()  # made before each step
+        deviations = np.where(segment_observed > 0, np.abs(standardised - forecasts - median), np.nan)
+        with np.errstate(all="ignore"):
+            per_step = MAD_TO_STD * np.nanmedian(deviations, axis=0)  # (context, C); NaN where nothing was observed
+        per_step = np.maximum(np.nan_to_num(per_step, nan=0.0), scale)
+        return np.maximum.accumulate(per_step[::-1], axis=0)[::-1]
 
     def stream(self, stepwise: bool = False) -> "StreamingAnomalyScorer":
         """A scorer that takes the series chunk by chunk (any sizes) and returns the scores `score` would.
@@ -270,6 +306,15 @@ class HybridGRUAnomalyDetector:
         return cls(model, state)
 
 
+def step_scales(warmup_scale: np.ndarray, scale: np.ndarray, start: int, steps: int) -> np.ndarray:
+    """Residual scales (steps, C) of stream steps [start, start + steps): the warm-up scale (K, C) for steps < K, the
+    stationary `scale` (C,) after."""
+    scales = np.broadcast_to(scale, (steps, len(scale))).copy()
+    warm = warmup_scale[start : start + steps]
+    scales[: len(warm)] = warm
+    return scales
+
+
 class StreamingAnomalyScorer:
     """Scores a series as it arrives: `update(chunk)` returns one score per step of the chunk.
 
@@ -287,6 +332,7 @@ class StreamingAnomalyScorer:
         state = detector.state
         self.loc, self.scale = np.array(state.loc), np.array(state.scale)
         self.median, self.residual_scale = np.array(state.residual_median), np.array(state.residual_scale)
+        self.warmup_scale = np.array(state.warmup_residual_scale).reshape(-1, detector.num_input_channels)
         self.smoother = CenteredMean(state.smoothing_window)
         self.cache = None
         self.forecast = None
@@ -335,8 +381,9 @@ class StreamingAnomalyScorer:
         complete: all steps up to `latency` steps before the last one fed. `flush` returns the rest."""
         values = as_series("chunk", chunk, self.detector.num_input_channels)
         observed = as_observed_mask("chunk", values, observed_mask)
+        scales = step_scales(self.warmup_scale, self.residual_scale, self.steps_seen, len(values))
         residuals = self.residuals(values, observed)
-        return self.smoother.push(combined_z_scores(residuals, observed, self.median, self.residual_scale))
+        return self.smoother.push(combined_z_scores(residuals, observed, self.median, scales))
 
     def flush(self) -> np.ndarray:
         """The scores of the last `latency` steps, smoothed over the steps seen (call at the end of a series)."""
