@@ -224,7 +224,8 @@ class HybridGRUAnomalyDetector:
         self.state.warmup_residual_scale = self._warmup_scale(normal, normal_observed, median, scale).tolist()
         self.state.smoothing_window = smoothing_window
         smoother = CenteredMean(smoothing_window)
-        scales = step_scales(np.array(self.state.warmup_residual_scale), scale, start, len(normal))
+        warmup_scale = np.array(self.state.warmup_residual_scale).reshape(-1, self.num_input_channels)
+        scales = step_scales(warmup_scale, scale, start, len(normal))
         z = combined_z_scores(residuals, normal_observed, median, scales)
         scores = np.concatenate([smoother.push(z), smoother.flush()])
         if threshold_method == "pot":
