@@ -161,8 +161,27 @@ def period(series: np.ndarray, minimum: int = 10) -> int:
     raise ValueError("no autocorrelation peak above 0.3: pass the window by hand")
 
 
-def benchmark_series(name: str, args, info: dict) -> tuple[dict, HybridGRUAnomalyDetector, np.ndarray]:
-    """hf_gru over the seeds, then the baselines, on one series; prints and returns the results by detector."""
+def measure_speed(name: str, detector: HybridGRUAnomalyDetector, test: np.ndarray, args, payload: dict) -> None:
+    """Scoring speed and streaming cost of the last seed's detector, added to `payload`."""
+    speed = scoring_speed(detector, test, args.stepwise_samples or len(test))
+    print(
+        f"  scoring {speed['batched_samples']} samples of {name}: batched {speed['batched_s']:.2f} s; stepwise "
+        f"loop {speed['stepwise_s']:.1f} s for {speed['stepwise_samples']} samples; "
+        f"**{speed['stepwise_over_batched']:.0f}x** faster per sample batched (largest score difference "
+        f"{speed['max_abs_score_difference']:.1e})", flush=True
+    )  # fmt: skip
+    cost = streaming_cost(detector, test[:, 0], args.stream_samples)
+    print(
+        f"  streaming at batch 1: {cost['stream_us_per_sample']:.0f} µs/sample; re-scoring a "
+        f"{CONTEXT_LENGTH}-sample window per sample: {cost['window_us_per_sample']:.0f} µs/sample; ratio "
+        f"{cost['window_over_stream']:.2f}x", flush=True
+    )  # fmt: skip
+    payload.update(scoring=speed, streaming=cost)
+
+
+def benchmark_series(name: str, args, payload: dict | None) -> dict:
+    """hf_gru over the seeds, then (with `payload`) its scoring speed, before any baseline runs in the process, then
+    the baselines, on one series; prints and returns the results by detector."""
     train_path, test_path, window = SERIES[name]
     train = read_timeeval_csv(train_path()).values
     test_file = read_timeeval_csv(test_path())
@@ -179,6 +198,8 @@ def benchmark_series(name: str, args, info: dict) -> tuple[dict, HybridGRUAnomal
         print(f"  hf_gru seed {seed}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()), flush=True)
     if labels.sum() == 0 or labels.sum() == len(labels):
         raise ValueError(f"{name}: the test part needs labels of both kinds")
+    if payload is not None:
+        measure_speed(name, detector, test, args, payload)
     for baseline_name, (baseline, semi_supervised) in (
         [] if args.skip_baselines else baselines(window, args.seeds[0]).items()
     ):
@@ -198,11 +219,11 @@ def benchmark_series(name: str, args, info: dict) -> tuple[dict, HybridGRUAnomal
     print(markdown_table(["detector", "AUC-ROC", "AUC-PR", "VUS-PR", "fit s", "score s"], rows))
     mean = results["hf_gru (mean of seeds)"]
     if args.skip_baselines:
-        return results, detector, test
+        return results
     best = max((n for n in results if not n.startswith("hf_gru")), key=lambda n: results[n]["auc_pr"])
     print(f"  hf_gru mean over seeds: AUC-PR {mean['auc_pr']:.4f}, VUS-PR {mean['vus_pr']:.4f}; best baseline "
           f"{best}: AUC-PR {results[best]['auc_pr']:.4f}, VUS-PR {results[best]['vus_pr']:.4f}", flush=True)  # fmt: skip
-    return results, detector, test
+    return results
 
 
 def main() -> None:
@@ -224,24 +245,8 @@ def main() -> None:
     print("  " + ", ".join(f"{k}={v}" for k, v in info.items()))
     payload = {"machine": info, "args": vars(args), "results": {}, "partial": True}
     for index, name in enumerate(args.series):
-        payload["results"][name], detector, test = benchmark_series(name, args, info)
+        payload["results"][name] = benchmark_series(name, args, payload if index == 0 else None)
         write_json(args.json, payload)
-        if index == 0:
-            speed = scoring_speed(detector, test, args.stepwise_samples or len(test))
-            print(
-                f"  scoring {speed['batched_samples']} samples of {name}: batched {speed['batched_s']:.2f} s; stepwise "
-                f"loop {speed['stepwise_s']:.1f} s for {speed['stepwise_samples']} samples; "
-                f"**{speed['stepwise_over_batched']:.0f}x** faster per sample batched (largest score difference "
-                f"{speed['max_abs_score_difference']:.1e})", flush=True
-            )  # fmt: skip
-            cost = streaming_cost(detector, test[:, 0], args.stream_samples)
-            print(
-                f"  streaming at batch 1: {cost['stream_us_per_sample']:.0f} µs/sample; re-scoring a "
-                f"{CONTEXT_LENGTH}-sample window per sample: {cost['window_us_per_sample']:.0f} µs/sample; ratio "
-                f"{cost['window_over_stream']:.2f}x", flush=True
-            )  # fmt: skip
-            payload.update(scoring=speed, streaming=cost)
-            write_json(args.json, payload)
     detectors = set.intersection(*(set(payload["results"][name]) for name in args.series))
     detectors = [d for d in payload["results"][args.series[0]] if d in detectors and not d.startswith("hf_gru seed")]
     rows = [
