@@ -20,6 +20,7 @@ from hf_gru.tasks.anomaly import (
     read_timeeval_csv,
     robust_location_scale,
 )
+from hf_gru.tasks.anomaly import detector as anomaly_detector
 from tests.helpers import REPO
 
 CONTEXT, CHANNELS = 8, 2
@@ -50,8 +51,8 @@ def signal(length: int, channels: int = CHANNELS, seed: int = 0) -> np.ndarray:
     return (np.sin(t / 3.0 + np.arange(channels)) + 0.1 * rng.standard_normal((length, channels))).astype(np.float32)
 
 
-def streamed(detector, series, sizes, mask=None) -> np.ndarray:
-    scorer, out, start = detector.stream(), [], 0
+def streamed(detector, series, sizes, mask=None, stepwise=False) -> np.ndarray:
+    scorer, out, start = detector.stream(stepwise), [], 0
     for size in sizes:
         chunk_mask = None if mask is None else mask[start : start + size]
         out.append(scorer.update(series[start : start + size], chunk_mask))
@@ -60,13 +61,19 @@ def streamed(detector, series, sizes, mask=None) -> np.ndarray:
     return np.concatenate(out + [scorer.flush()])
 
 
-@pytest.mark.parametrize("chunking", ["ones", "sevens", "random"])
-def test_streaming_equals_offline(chunking, one_torch_thread):
+@pytest.mark.parametrize("chunking", ["ones", "sevens", "random", "one-chunk"])
+@pytest.mark.parametrize("forward_steps", [4096, 4])
+def test_batched_scores_equal_the_stepwise_loop(chunking, forward_steps, monkeypatch, one_torch_thread):
+    """The batched scorer (forwards of up to `SCORING_CHUNK` steps, each giving every step's forecast at once) gives
+    the scores of the reference loop (one forward per step), offline and streamed in chunks of any size."""
+    monkeypatch.setattr(anomaly_detector, "SCORING_CHUNK", forward_steps)
     detector, series = make_detector(), signal(30)
-    offline = detector.score(series)
-    sizes = {"ones": [1] * 30, "sevens": [7, 7, 7, 7, 2], "random": [3, 11, 1, 9, 6]}[chunking]
-    assert offline.shape == (30,) and np.isfinite(offline).all()
-    np.testing.assert_array_equal(streamed(detector, series, sizes), offline)
+    reference = detector.score(series, stepwise=True)
+    assert reference.shape == (30,) and np.isfinite(reference).all()
+    np.testing.assert_allclose(streamed(detector, series, [1] * 30, stepwise=True), reference, rtol=0, atol=1e-6)
+    sizes = {"ones": [1] * 30, "sevens": [7, 7, 7, 7, 2], "random": [3, 11, 1, 9, 6], "one-chunk": [30]}[chunking]
+    np.testing.assert_allclose(detector.score(series), reference, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(streamed(detector, series, sizes), reference, rtol=0, atol=1e-5)
 
 
 def test_residuals_are_the_forecasting_heads_one_shot_forecasts(one_torch_thread):
@@ -94,7 +101,10 @@ def test_masked_points_are_ignored_and_unmasked_nan_is_refused(one_torch_thread)
     with_nan[mask == 0], with_junk[mask == 0] = np.nan, 1e6
     scores = detector.score(with_nan, mask)
     np.testing.assert_array_equal(scores, detector.score(with_junk, mask))
-    np.testing.assert_array_equal(scores, streamed(detector, with_nan, [4, 1, 9, 6], mask))
+    reference = detector.score(with_nan, mask, stepwise=True)  # two channels, missing points: batched == stepwise
+    np.testing.assert_allclose(scores, reference, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(streamed(detector, with_nan, [4, 1, 9, 6], mask), reference, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(streamed(detector, with_junk, [20], mask, stepwise=True), reference, rtol=0, atol=1e-6)
     unsmoothed = make_detector(smoothing_window=1)
     assert (unsmoothed.score(with_nan, mask)[10:12] == 0).all()  # nothing observed: nothing anomalous
     with pytest.raises(ValueError, match="NaN or inf values at observed points.*time step 3"):
@@ -161,6 +171,45 @@ def test_fit_with_trainer_calibrates_on_held_out_normal_data(tmp_path, one_torch
     assert state.threshold == pytest.approx(np.quantile(held_out, 0.9))
 
 
+def periodic(length: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    return (np.sin(2 * np.pi * t / 25) + 0.5 * np.sin(2 * np.pi * t / 7) + 0.05 * rng.standard_normal(length)).astype(
+        np.float32
+    )
+
+
+RECOVERY_STEPS = 10  # README: unsmoothed scores fall back below the threshold within 10 steps of a one-step spike
+
+
+def test_warm_up_and_recovery_after_a_spike(tmp_path, one_torch_thread):
+    """A detector trained on a periodic signal scores a fresh stream with one spike: the spike has the top score, the
+    scores are back below the threshold within RECOVERY_STEPS steps after it, and the stream's first steps (short
+    context) score like the rest thanks to the warm-up residual scale; without it they score higher and raise an alarm
+    (here 0.85 and 1.47 on average, against 0.83 over the normal steps after them)."""
+    context, spike = 25, 300
+    detector = HybridGRUAnomalyDetector.from_config(1, context, seed=0, **dict(TINY, num_hidden_layers=3))
+    args = TrainingArguments(tmp_path, max_steps=150, per_device_train_batch_size=16, learning_rate=3e-3,
+                             lr_scheduler_type="cosine", warmup_steps=10, report_to="none", save_strategy="no",
+                             use_cpu=True, disable_tqdm=True, seed=0)  # fmt: skip
+    detector.fit(periodic(1500, seed=0), args, smoothing_window=1, threshold_method="quantile", quantile=0.999)
+    warmup_scale = np.array(detector.state.warmup_residual_scale)
+    assert warmup_scale.shape == (context, 1) and (np.diff(warmup_scale, axis=0) <= 0).all()
+    assert (warmup_scale >= np.array(detector.state.residual_scale)).all()
+
+    test = periodic(600, seed=1)
+    test[spike] += 5.0
+    scores, threshold = detector.score(test), detector.threshold
+    assert scores.argmax() == spike and scores[spike] > 3 * threshold
+    assert (scores[spike + RECOVERY_STEPS : spike + RECOVERY_STEPS + 50] < threshold).all()
+    normal = scores[context:spike]
+    assert scores[:context].mean() < 1.2 * normal.mean() and scores[:context].max() < threshold
+    detector.state.warmup_residual_scale = []  # the stationary scale from the first step, as detectors saved before
+    cold = detector.score(test)
+    assert cold[:context].mean() > 1.5 * normal.mean() and cold[:context].max() > threshold  # a false alarm
+    np.testing.assert_allclose(cold[context:], scores[context:], rtol=0, atol=1e-10)
+
+
 def test_save_load_round_trip(tmp_path, one_torch_thread):
     detector, series = make_detector(), signal(15)
     detector.save_pretrained(tmp_path / "detector")
@@ -171,6 +220,12 @@ def test_save_load_round_trip(tmp_path, one_torch_thread):
     assert type(model).__name__ == "HybridGRUForTimeSeriesPrediction"
     with pytest.raises(ValueError, match="anomaly_detector.json"):
         HybridGRUAnomalyDetector.from_pretrained(tmp_path)
+    # A detector saved before the warm-up scale existed loads and scores with the stationary scale throughout.
+    state_file = tmp_path / "detector" / "anomaly_detector.json"
+    saved = json.loads(state_file.read_text())
+    saved.pop("warmup_residual_scale")
+    state_file.write_text(json.dumps(saved))
+    assert HybridGRUAnomalyDetector.from_pretrained(tmp_path / "detector").state.warmup_residual_scale == []
 
 
 def write_csv(path: Path, header: str, rows: list[str]) -> Path:

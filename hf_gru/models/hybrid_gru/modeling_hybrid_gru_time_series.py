@@ -9,7 +9,9 @@ observed mask). The backbone runs over these past patches followed by one learne
 of its patch. The GRU layers carry the past into the placeholders and the attention layers let each placeholder look
 up the same hour a day or a week back. The backbone is causal and the placeholders come last, so a series can also be
 fed in chunks through the backbone's cache (the forecast then runs on a fork of the cache) and gives the same
-forecast as one call over the whole context (see `forward`).
+forecast as one call over the whole context (see `forward`). `forecast_every_step` gives, from one parallel pass, the
+forecast that `forward` would make after every patch of the context (a placeholder evaluated after each position),
+which is what one-step-ahead residuals for anomaly scoring need.
 
 This file is remote code (copied next to checkpoints by `save_pretrained`): it imports only torch, transformers and
 its sibling modules.
@@ -23,14 +25,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
-from transformers.cache_utils import Cache
+from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import SampleTSPredictionOutput
 from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
 
 from .configuration_hybrid_gru import HybridGRUConfig
 from .input_checks_hybrid_gru import check_binary_mask, check_finite, check_float_input
-from .modeling_hybrid_gru import HybridGRUModel, HybridGRUPreTrainedModel
+from .modeling_hybrid_gru import (
+    HybridGRUAttention,
+    HybridGRUMixer,
+    HybridGRUModel,
+    HybridGRUPreTrainedModel,
+    reads_plain_weight,
+    repeat_kv,
+    rotate_half,
+)
+from .recurrence_hybrid_gru import cudnn_gru
 
 MINIMUM_SCALE = 1e-5  # as PatchTST's std scaler: keeps constant series finite
 
@@ -268,6 +279,80 @@ class HybridGRUForTimeSeriesPrediction(HybridGRUPreTrainedModel):
             attentions=outputs.attentions,
         )
 
+    def forecast_every_step(
+        self,
+        past_values: torch.Tensor,
+        past_observed_mask: torch.Tensor | None = None,
+        loc: torch.Tensor | None = None,
+        scale: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+    ) -> HybridGRUForTimeSeriesPredictionOutput:
+        r"""The forecast after every patch of `past_values`, from one parallel pass over them.
+
+        `prediction_outputs` has shape `(batch_size, num_patches, prediction_length, num_input_channels)`:
+        `prediction_outputs[:, i]` is what `forward` forecasts from the context up to the end of patch `i` (a fork of
+        the backbone state after patch `i` runs the placeholder token). Needs `prediction_length <= patch_length` (one
+        placeholder) and a causal backbone. `cache`, `use_cache`, `loc`, `scale` stream as in `forward`: the returned
+        `cache` is the state after the last patch, so chunks of any whole number of patches give the forecasts of one
+        call over their concatenation. `distribution_params` (with `loss="nll"`) have the same leading shape.
+        """
+        config = self.config
+        if self.num_future_patches != 1 or config.bidirectional:
+            raise ValueError(
+                "`forecast_every_step` runs one placeholder after every patch of a causal backbone: it needs "
+                f"prediction_length <= patch_length and bidirectional=False, got prediction_length="
+                f"{config.prediction_length}, patch_length={config.patch_length}, bidirectional={config.bidirectional}."
+            )
+        channels = config.num_input_channels
+        check_series("past_values", past_values, past_observed_mask, None, channels, self.dtype)
+        self._check_streaming(past_values, loc, scale, cache, True)
+        observed = torch.ones_like(past_values) if past_observed_mask is None else past_observed_mask.to(past_values)
+        values = torch.where(observed.bool(), past_values, torch.zeros_like(past_values))
+        if loc is None or scale is None:
+            loc, scale = scaling_statistics(values, observed, config.scaling)
+        scaled = (values - loc) / scale * observed  # (B, T, C)
+        batch = past_values.shape[0]
+        tokens = self.patch_embedding(scaled.transpose(1, 2).flatten(0, 1), observed.transpose(1, 2).flatten(0, 1))
+        returned_cache = cache is not None or use_cache
+        cache = DynamicCache(config=config) if cache is None else cache
+        hidden = self._placeholder_after_every_token(tokens, cache)  # (B*C, N, D)
+        head_out = self.head(self.dropout(hidden)).unflatten(0, (batch, channels))  # (B, C, N, P*k)
+        head_out = head_out.unflatten(-1, (-1, self.num_outputs))[:, :, :, : config.prediction_length]
+        head_out = head_out.permute(4, 0, 2, 3, 1)  # (k, B, N, H, C)
+        distribution_params = student_t_domain(*head_out) if config.loss == "nll" else None
+        point = distribution_params[1] if distribution_params is not None else head_out[0]
+        return HybridGRUForTimeSeriesPredictionOutput(
+            prediction_outputs=point * scale[:, None] + loc[:, None],
+            distribution_params=distribution_params,
+            loc=loc,
+            scale=scale,
+            cache=cache if returned_cache else None,
+        )
+
+    def _placeholder_after_every_token(self, tokens: torch.Tensor, cache: Cache) -> torch.Tensor:
+        """Runs the backbone over `tokens` (B, N, D), moving `cache` on, and beside it the placeholder token as if it
+        followed each token: returns the final-norm outputs of the N placeholders (B, N, D)."""
+        model, config = self.model, self.config
+        has_attention = any(t != "linear_attention" for t in config.layer_types)
+        positions = model._positions(tokens, None, cache if has_attention else None)  # (1, N)
+        rope = model.rotary_emb(tokens, positions)
+        placeholder_rope = model.rotary_emb(tokens, positions + 1)  # a placeholder sits one position after its token
+        hidden = tokens
+        placeholders = self.future_tokens[0].expand_as(tokens)
+        for layer in model.layers[: config.num_hidden_layers]:
+            normed, normed_placeholders = layer.input_layernorm(hidden), layer.input_layernorm(placeholders)
+            if isinstance(layer.mixer, HybridGRUMixer):
+                mixed, mixed_placeholders = gru_with_placeholders(layer.mixer, normed, normed_placeholders, cache)
+            else:
+                mixed, mixed_placeholders = attention_with_placeholders(
+                    layer.mixer, normed, normed_placeholders, rope, placeholder_rope, positions[0], cache
+                )
+            hidden, placeholders = hidden + mixed, placeholders + mixed_placeholders
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+            placeholders = placeholders + layer.mlp(layer.post_attention_layernorm(placeholders))
+        return model.norm(placeholders)
+
     def _check_streaming(self, past_values, loc, scale, cache, use_cache) -> None:
         if (loc is None) != (scale is None):
             raise ValueError("Pass both `loc` and `scale` or neither.")
@@ -329,6 +414,122 @@ class HybridGRUForTimeSeriesPrediction(HybridGRUPreTrainedModel):
         samples = torch.distributions.StudentT(df, mu, sigma).sample((num_samples,))  # (S, B, H, C), scaled
         samples = samples * outputs.scale + outputs.loc
         return SampleTSPredictionOutput(sequences=samples.transpose(0, 1))
+
+
+def gru_with_placeholders(
+    mixer: HybridGRUMixer, hidden: torch.Tensor, placeholders: torch.Tensor, cache: Cache
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The GRU mixer over `hidden` (B, N, D) through `cache` (as `HybridGRUMixer.forward` on a causal, unpadded chunk)
+    and, for each position t, over a placeholder following token t: its short conv reads the last `kernel - 1` inputs
+    up to t and its own, and its recurrence takes one step from the state after t. Returns both outputs (B, N, D)."""
+    index, kernel = mixer.layer_idx, mixer.conv_kernel
+    inputs = hidden.transpose(1, 2)  # (B, D, N)
+    conv_state = cache.get_conv_state(index)
+    if conv_state is None:
+        history = F.pad(inputs[..., :0], (kernel - 1, 0))  # the zeros a first chunk's conv is padded with
+    else:
+        history = conv_state[..., 1:].to(inputs.dtype)
+    extended = torch.cat([history, inputs], dim=-1)  # (B, D, kernel - 1 + N), read before the cache moves on
+    x = mixer._short_conv(inputs, conv_state)  # (B, N, D)
+    cache.update_conv_state(inputs, index, conv_kernel_size=kernel)
+    h0 = cache.get_recurrent_state(index) if conv_state is not None else None
+    if h0 is None:
+        h0 = x.new_zeros(x.shape[0], mixer.state_size)
+    hidden_proj = getattr(mixer, "hidden_proj", None)
+    plain = mixer.variant == "gru" and reads_plain_weight(mixer.input_proj) and reads_plain_weight(hidden_proj)
+    if plain and x.shape[1] > 1 and not torch.compiler.is_exporting():
+        # torch's fused GRU: on CPU too its C++ time loop beats the mixer's scan of a few ops per step
+        states, last = cudnn_gru(x, h0, mixer.input_proj, hidden_proj)
+    else:
+        states, last = mixer._recur(x, h0, None, None, mixer.input_proj, hidden_proj)  # (B, N, H)
+    cache.update_recurrent_state(last, index)
+
+    weight = mixer.conv.weight  # (D, 1, kernel); tap j reads the input kernel - 1 - j steps back
+    x_placeholders = placeholders * weight[:, 0, -1] + mixer.conv.bias
+    if kernel > 1:  # taps 0..kernel-2 of the placeholder after token t read tokens t-kernel+2..t
+        taps = F.conv1d(extended[..., 1:], weight[..., :-1], groups=weight.shape[0])  # (B, D, N)
+        x_placeholders = x_placeholders + taps.transpose(1, 2)
+    batch, steps, width = x_placeholders.shape
+    placeholder_states, _ = mixer._recur(
+        x_placeholders.reshape(batch * steps, 1, width), states.reshape(batch * steps, -1), None, None,
+        mixer.input_proj, hidden_proj,
+    )  # fmt: skip
+    return mixer.out_proj(states), mixer.out_proj(placeholder_states.view(batch, steps, -1))
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE of (B, heads, N, head_dim) at the positions whose (B, N, head_dim) `cos`, `sin` are given."""
+    return x * cos.unsqueeze(1) + rotate_half(x) * sin.unsqueeze(1)
+
+
+def attention_with_placeholders(
+    mixer: HybridGRUAttention,
+    hidden: torch.Tensor,
+    placeholders: torch.Tensor,
+    rope: tuple[torch.Tensor, torch.Tensor],
+    placeholder_rope: tuple[torch.Tensor, torch.Tensor],
+    positions: torch.Tensor,
+    cache: Cache,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal (sliding-window) attention over `hidden` (B, N, D) at `positions` (N,) through `cache`, and for each
+    position t a placeholder at position t + 1 that attends to the keys a query there sees (the cached and new tokens
+    up to t, within the window) and to itself. Returns both outputs (B, N, D)."""
+    shape = (*hidden.shape[:-1], -1, mixer.head_dim)
+
+    def project(states: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        query = rotate(mixer.q_norm(mixer.q_proj(states).view(shape)).transpose(1, 2), *cos_sin)  # (B, H, N, hd)
+        key = rotate(mixer.k_norm(mixer.k_proj(states).view(shape)).transpose(1, 2), *cos_sin)  # (B, kvH, N, hd)
+        return query, key, mixer.v_proj(states).view(shape).transpose(1, 2)
+
+    query, key, value = project(hidden, rope)
+    keys, values = cache.update(key, value, mixer.layer_idx)  # cached then new: (B, kvH, K, hd)
+    keys, values = repeat_kv(keys, mixer.num_key_value_groups), repeat_kv(values, mixer.num_key_value_groups)
+    key_positions = torch.arange(keys.shape[2], device=keys.device) + (positions[-1] + 1 - keys.shape[2])
+    window = mixer.sliding_window
+    earliest = None if window is None else positions + 1 - window  # the first key a query at `positions` sees
+    main = banded_attention(query, keys, values, key_positions, positions, earliest, mixer.scaling)
+    query, own_key, own_value = project(placeholders, placeholder_rope)
+    own = repeat_kv(own_key, mixer.num_key_value_groups), repeat_kv(own_value, mixer.num_key_value_groups)
+    earliest = None if earliest is None else earliest + 1
+    attended = banded_attention(query, keys, values, key_positions, positions, earliest, mixer.scaling, own)
+    return mixer.o_proj(main), mixer.o_proj(attended)
+
+
+def banded_attention(
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    key_positions: torch.Tensor,
+    latest: torch.Tensor,
+    earliest: torch.Tensor | None,
+    scaling: float,
+    own: tuple[torch.Tensor, torch.Tensor] | None = None,
+    block: int = 256,
+) -> torch.Tensor:
+    """Eager attention of queries (B, H, N, hd) to the keys (B, H, K, hd) at `key_positions` (K,, increasing) from
+    `earliest` (N,) (None: the first) to `latest` (N,), plus with `own` each query's own key and value (B, H, N, hd).
+    Runs `block` queries at a time against the band of keys they see, so a sliding window costs O(N * window).
+    Returns (B, N, H * hd)."""
+    outputs = []
+    for start in range(0, query.shape[2], block):
+        stop = min(start + block, query.shape[2])
+        low = 0 if earliest is None else int(torch.searchsorted(key_positions, earliest[start]))
+        high = int(torch.searchsorted(key_positions, latest[stop - 1], right=True))
+        band = key_positions[None, low:high]  # (1, k)
+        visible = band <= latest[start:stop, None]  # (n, k)
+        if earliest is not None:
+            visible = visible & (band >= earliest[start:stop, None])
+        q = query[:, :, start:stop]
+        scores = torch.matmul(q, keys[:, :, low:high].transpose(2, 3)) * scaling  # (B, H, n, k)
+        scores = scores.masked_fill(~visible, float("-inf"))
+        if own is not None:
+            scores = torch.cat([scores, (q * own[0][:, :, start:stop]).sum(-1, keepdim=True) * scaling], dim=-1)
+        weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        out = torch.matmul(weights[..., : high - low], values[:, :, low:high])
+        if own is not None:
+            out = out + weights[..., -1:] * own[1][:, :, start:stop]
+        outputs.append(out)
+    return torch.cat(outputs, dim=2).transpose(1, 2).flatten(2)
 
 
 def fork_cache(cache: Cache) -> Cache:

@@ -225,6 +225,68 @@ def test_streaming_errors():
     assert make_model(bidirectional=True)(past_values=series()).prediction_outputs.shape == (BATCH, HORIZON, 1)
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(block_pattern="GGL", sliding_window=5, patch_length=1, prediction_length=1, scaling=None),
+        dict(block_pattern="GAG", gru_variant="mingru", patch_length=1, prediction_length=1, gru_conv_kernel=1),
+        dict(block_pattern="GLA", sliding_window=3, patch_length=4, prediction_length=3, loss="nll"),
+    ],
+    ids=["sliding-window", "mingru-full-attention-no-conv", "patches-nll"],
+)
+def test_forecast_every_step_equals_forward_after_each_patch(overrides):
+    """One parallel pass gives the forecast `forward` makes from every prefix that ends on a patch boundary, and the
+    pass streams: chunks through its cache give the same forecasts."""
+    model = make_model(num_input_channels=2, **overrides)
+    patch, length = model.config.patch_length, 22
+    past = series(2, length=length)
+    mask = torch.ones_like(past)
+    mask[1, 5:9, 0] = 0
+    with torch.no_grad():
+        every = model.forecast_every_step(past, mask)
+        stats = {"loc": every.loc, "scale": every.scale}
+        patches = every.prediction_outputs.shape[1]
+        assert every.prediction_outputs.shape == (BATCH, patches, model.config.prediction_length, 2)
+        for i in range(patches):
+            end = length - patch * (patches - 1 - i)
+            prefix = model(past_values=past[:, :end], past_observed_mask=mask[:, :end], **stats)
+            assert_close(every.prediction_outputs[:, i], prefix.prediction_outputs, atol=1e-4, msg=f"patch {i}")
+            if overrides.get("loss") == "nll":
+                assert_close(every.distribution_params[2][:, i], prefix.distribution_params[2], atol=1e-5)
+        split = length - patch * (patches // 2)  # a chunk boundary on a patch boundary
+        first = model.forecast_every_step(past[:, :split], mask[:, :split], use_cache=True, **stats)
+        second = model.forecast_every_step(past[:, split:], mask[:, split:], cache=first.cache, **stats)
+    chunked = torch.cat([first.prediction_outputs, second.prediction_outputs], dim=1)
+    assert_close(chunked, every.prediction_outputs, atol=1e-4, msg="chunked vs one pass")
+    assert every.cache is None and second.cache is first.cache
+
+
+def test_forecast_every_step_over_several_attention_blocks():
+    """Attention runs 256 queries at a time against the band of keys they see: a long series gives the same forecasts
+    in one pass, in short chunks, and as `forward` over prefixes ending on either side of a block boundary."""
+    model = make_model(block_pattern="GLA", sliding_window=40, patch_length=1, prediction_length=1, scaling=None,
+                       max_position_embeddings=1024)  # fmt: skip
+    past = series(1, length=600, batch=1)
+    with torch.no_grad():
+        every = model.forecast_every_step(past).prediction_outputs[:, :, 0]  # (1, 600, 1)
+        cache, chunks = None, []
+        for start in range(0, 600, 100):
+            out = model.forecast_every_step(past[:, start : start + 100], cache=cache, use_cache=True)
+            cache = out.cache
+            chunks.append(out.prediction_outputs[:, :, 0])
+        assert_close(torch.cat(chunks, dim=1), every, atol=1e-4, msg="chunks of 100 vs one pass")
+        for end in (255, 256, 257, 600):
+            prefix = model(past_values=past[:, :end]).prediction_outputs
+            assert_close(every[:, end - 1], prefix[:, 0], atol=1e-4, msg=f"prefix of {end}")
+
+
+def test_forecast_every_step_needs_one_placeholder_and_a_causal_backbone():
+    with pytest.raises(ValueError, match="prediction_length=6, patch_length=4"):
+        make_model().forecast_every_step(series())
+    with pytest.raises(ValueError, match="bidirectional=True"):
+        make_model(prediction_length=4, bidirectional=True).forecast_every_step(series())
+
+
 def test_trainer_step_and_eval_loss(tmp_path):
     """A Trainer trains the model and reports an eval loss with `label_names=["future_values"]`."""
     from transformers import Trainer, TrainingArguments

@@ -1,26 +1,8 @@
-"""Anomaly detection in time series with `HybridGRUForTimeSeriesPrediction`: one-step-ahead forecast residuals.
-
-The model is trained with the `Trainer` to forecast the next time step of normal data. A point is scored by how far it
-lands from the forecast made just before it: per channel, the residual is turned into a robust z-score with the
-median and MAD of the residuals on held-out normal data, the channels are combined by their root mean square, and the
-result is averaged over a centred window of `smoothing_window` steps (so a streamed score comes
-`smoothing_window // 2` steps late). Alarms are scores above a threshold calibrated
-on the same held-out data (a quantile, or peaks over threshold: Siffer et al., 2017, "Anomaly Detection in Streams
-with Extreme Value Theory").
-
-Scoring runs the series through the backbone one token per step (`patch_length=1`) with its cache, as the head's
-streaming does, so the state is constant-size and a sample costs one forward call whatever the history.
-`HybridGRUAnomalyDetector.score` and `StreamingAnomalyScorer` share that loop: chunks of any size give the offline
-scores. A stream starts from `context_length` unobserved (masked) steps, the padding that training windows also get
-at random, so the first steps are scored from the short context seen so far rather than left out.
-
-Not remote code: a saved detector is a `save_pretrained` model folder (loadable alone with the Auto classes) plus
-`anomaly_detector.json` holding the standardisation, residual scale, smoothing and threshold.
-"""
+"""The detector: training windows, `HybridGRUAnomalyDetector` (fit, calibrate, score, save/load) and its streaming
+scorer. See the package docstring for the method."""
 
 import json
 import logging
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,16 +11,23 @@ import torch
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainingArguments
 
-from ..models.hybrid_gru.configuration_hybrid_gru import HybridGRUConfig
-from ..models.hybrid_gru.modeling_hybrid_gru_time_series import HybridGRUForTimeSeriesPrediction
-from .forecasting import StandardScaler
+from ...models.hybrid_gru.configuration_hybrid_gru import HybridGRUConfig
+from ...models.hybrid_gru.modeling_hybrid_gru_time_series import HybridGRUForTimeSeriesPrediction
+from ..forecasting import StandardScaler
+from .data import as_observed_mask, as_series
+from .scoring import (
+    MAD_TO_STD,
+    CenteredMean,
+    TooFewExcessesError,
+    combined_z_scores,
+    pot_threshold,
+    quantile_threshold,
+    robust_location_scale,
+)
 
 logger = logging.getLogger(__name__)
 
 DETECTOR_FILE = "anomaly_detector.json"
-MAD_TO_STD = 1.4826  # MAD of a normal distribution times this is its standard deviation
-MINIMUM_SCALE = 1e-6
-
 # A small causal model: two GRU layers hold the state, a sliding-window attention layer looks back one window.
 DEFAULT_MODEL = dict(
     vocab_size=1, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
@@ -51,6 +40,12 @@ DEFAULT_TRAINING = dict(
     logging_steps=25, save_strategy="no", report_to="none", disable_tqdm=True,
 )  # fmt: skip
 DEFAULT_SMOOTHING_WINDOW = 50  # centred mean over half a heartbeat at the ECG set's rate; chosen on TRAIN_A
+# Steps per forward of the batched scorer. Its cost is linear in the chunk (attention is banded to the window), so the
+# size only bounds memory: a 10,000-step series takes three forwards.
+SCORING_CHUNK = 4096
+# Cold-start streams behind the warm-up residual scale: up to this many held-out segments (offsets context_length / 8
+# apart) through one batched pass; with fewer than the minimum the stationary scale is used from the first step.
+WARMUP_SEGMENTS, MIN_WARMUP_SEGMENTS = 64, 8
 
 
 @dataclass
@@ -64,36 +59,9 @@ class DetectorState:
     smoothing_window: int = 1
     threshold: float | None = None
     threshold_method: str | None = None
-
-
-def as_series(name: str, values: np.ndarray, channels: int | None = None) -> np.ndarray:
-    """(T,) or (T, C) array-like -> float32 (T, C); ValueError naming `name` for other shapes."""
-    array = np.asarray(values, dtype=np.float32)
-    if array.ndim == 1:
-        array = array[:, None]
-    if array.ndim != 2 or array.shape[0] == 0:
-        raise ValueError(f"`{name}` must have shape (time,) or (time, channels) with time >= 1, got {array.shape}.")
-    if channels is not None and array.shape[1] != channels:
-        raise ValueError(f"`{name}` has {array.shape[1]} channel(s), the detector was built for {channels}.")
-    return array
-
-
-def as_observed_mask(name: str, values: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """The observed mask (T, C) as float32; NaN or inf at an observed point is a ValueError, as in the forecasting
-    head (mark missing points with the mask)."""
-    if mask is None:
-        observed = np.ones_like(values)
-    else:
-        observed = np.asarray(mask, dtype=np.float32).reshape(values.shape[0], -1)
-        if observed.shape != values.shape or not np.isin(observed, (0.0, 1.0)).all():
-            raise ValueError(f"`{name}_observed_mask` must be 0/1 with the shape of `{name}` {values.shape}.")
-    bad = ~np.isfinite(values) & (observed > 0)
-    if bad.any():
-        raise ValueError(
-            f"`{name}` contains {int(bad.sum())} NaN or inf values at observed points (first at time step "
-            f"{int(np.argwhere(bad)[0][0])}); mark missing points with `{name}_observed_mask` (1 = observed, 0 = missing)."
-        )
-    return observed
+    # (steps, C): the residual scale at each of the first steps of a stream, whose context is still short (empty: the
+    # stationary `residual_scale` throughout, as detectors saved before it)
+    warmup_residual_scale: list[list[float]] = field(default_factory=list)
 
 
 def check_calibration_options(smoothing_window: int, threshold_method: str) -> None:
@@ -101,149 +69,6 @@ def check_calibration_options(smoothing_window: int, threshold_method: str) -> N
         raise ValueError(f"`smoothing_window` must be an integer >= 1, got {smoothing_window!r}.")
     if threshold_method not in ("pot", "quantile"):
         raise ValueError(f"`threshold_method` must be 'pot' or 'quantile', got {threshold_method!r}.")
-
-
-def robust_location_scale(residuals: np.ndarray, observed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel median and 1.4826 * MAD of `residuals` (T, C) over observed points."""
-    medians, scales = [], []
-    for channel in range(residuals.shape[1]):
-        values = residuals[observed[:, channel] > 0, channel].astype(np.float64)
-        if values.size == 0:
-            raise ValueError(f"Channel {channel} has no observed point to fit the residual scale on.")
-        median = np.median(values)
-        medians.append(median)
-        scales.append(max(MAD_TO_STD * np.median(np.abs(values - median)), MINIMUM_SCALE))
-    return np.array(medians), np.array(scales)
-
-
-class TooFewExcessesError(ValueError):
-    """Too few held-out scores above the initial threshold to fit the tail (peaks over threshold)."""
-
-
-def quantile_threshold(scores: np.ndarray, quantile: float = 0.999) -> float:
-    """The `quantile` of held-out normal scores: about `1 - quantile` of normal points raise an alarm."""
-    if not 0.0 < quantile < 1.0:
-        raise ValueError(f"`quantile` must be in (0, 1), got {quantile}.")
-    return float(np.quantile(scores, quantile))
-
-
-def pot_threshold(scores: np.ndarray, risk: float = 1e-3, initial_quantile: float = 0.98) -> float:
-    """Peaks-over-threshold (Siffer et al., 2017): fits a generalised Pareto distribution to the excesses of normal
-    `scores` over their `initial_quantile` and returns the score exceeded with probability `risk` under it.
-
-    Extrapolates beyond the largest held-out score when `risk` is smaller than 1 / len(scores).
-    """
-    from scipy.stats import genpareto
-
-    if not 0.0 < risk < 1.0 - initial_quantile:
-        raise ValueError(f"`risk` must be in (0, 1 - initial_quantile={1 - initial_quantile:g}), got {risk}.")
-    scores = np.asarray(scores, dtype=np.float64)
-    initial = np.quantile(scores, initial_quantile)
-    excesses = scores[scores > initial] - initial
-    if excesses.size < 10:
-        raise TooFewExcessesError(
-            f"Peaks over threshold needs >= 10 excesses over the initial threshold, got {excesses.size}."
-        )
-    shape, _, gpd_scale = genpareto.fit(excesses, floc=0.0)
-    tail_ratio = risk * scores.size / excesses.size
-    if abs(shape) < 1e-8:
-        return float(initial - gpd_scale * math.log(tail_ratio))
-    return float(initial + gpd_scale / shape * (tail_ratio ** (-shape) - 1.0))
-
-
-@dataclass
-class LabelledSeries:
-    """A TimeEval CSV: `timestamp` (T,) as read (strings), `values` (T, C) float32, `labels` (T,) int or None."""
-
-    timestamps: np.ndarray
-    values: np.ndarray
-    value_columns: list[str]
-    labels: np.ndarray | None
-
-
-def read_timeeval_csv(path: str | Path, value_columns: list[str] | None = None) -> LabelledSeries:
-    """Reads the TimeEval layout: a `timestamp` column, one or more numeric value columns, optional `is_anomaly` 0/1.
-
-    `value_columns` (e.g. those of the training file) must then be exactly the file's value columns. Raises a
-    ValueError naming the file and the column for a missing/unexpected column, a non-numeric or empty value, or a
-    label other than 0/1.
-    """
-    import pandas as pd
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file.")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    columns = list(frame.columns)
-    if "timestamp" not in columns:
-        raise ValueError(f"{path}: no column 'timestamp' (columns: {columns}); expected the TimeEval CSV layout.")
-    found = [c for c in columns if c not in ("timestamp", "is_anomaly")]
-    if not found:
-        raise ValueError(f"{path}: no value column besides 'timestamp' and 'is_anomaly' (columns: {columns}).")
-    if value_columns is not None and found != list(value_columns):
-        raise ValueError(f"{path}: value columns {found} differ from the training file's {list(value_columns)}.")
-    if len(frame) == 0:
-        raise ValueError(f"{path}: no rows.")
-    values = np.empty((len(frame), len(found)), dtype=np.float32)
-    for i, column in enumerate(found):
-        numbers = pd.to_numeric(frame[column].str.strip(), errors="coerce").to_numpy(np.float64)
-        bad = np.flatnonzero(~np.isfinite(numbers))
-        if bad.size:
-            raise ValueError(
-                f"{path}: column {column!r} has a non-numeric or missing value {frame[column].iloc[bad[0]]!r} at row "
-                f"{bad[0] + 2} (line of the file); {bad.size} such value(s)."
-            )
-        values[:, i] = numbers
-    labels = None
-    if "is_anomaly" in columns:
-        raw = frame["is_anomaly"].str.strip()
-        bad = np.flatnonzero(~raw.isin(["0", "1", "0.0", "1.0"]).to_numpy())
-        if bad.size:
-            raise ValueError(
-                f"{path}: column 'is_anomaly' must hold 0 or 1, got {raw.iloc[bad[0]]!r} at line {bad[0] + 2}."
-            )
-        labels = raw.astype(float).astype(int).to_numpy()
-    return LabelledSeries(frame["timestamp"].to_numpy(), values, found, labels)
-
-
-def aeon_anomaly_csv(name: str = "ecg-diff-count-3", part: str = "TEST") -> Path:
-    """Path of a labelled anomaly set shipped in aeon's wheel (`aeon/datasets/data/UnitTest/<name>_<part>.csv`; for
-    the ECG set the parts are TRAIN_NA (normal), TRAIN_A and TEST, 10,000 samples each). Read in place, not copied."""
-    try:
-        import aeon
-    except ImportError as error:
-        raise ImportError("The anomaly data sets ship with aeon: pip install 'hf_gru[anomaly]'") from error
-    path = Path(aeon.__file__).parent / "datasets" / "data" / "UnitTest" / f"{name}_{part}.csv"
-    if not path.is_file():
-        raise ValueError(f"aeon {aeon.__version__} has no {path.name} under {path.parent}.")
-    return path
-
-
-def anomaly_metrics(labels: np.ndarray, scores: np.ndarray, alarms: np.ndarray | None = None) -> dict[str, float]:
-    """Point-wise AUC-ROC and AUC-PR, range-based VUS-PR (Paparrizos et al., 2022) and, for binary `alarms`, point
-    precision/recall/F1 and range F1 (Tatbul et al., 2018), all from aeon's `benchmarking.metrics.anomaly_detection`."""
-    try:
-        from aeon.benchmarking.metrics import anomaly_detection as ad
-    except ImportError as error:
-        raise ImportError("Anomaly metrics need aeon: pip install 'hf_gru[anomaly]'") from error
-    labels, scores = np.asarray(labels).astype(int), np.asarray(scores, dtype=np.float64)
-    metrics = {
-        "auc_roc": float(ad.roc_auc_score(labels, scores)),
-        "auc_pr": float(ad.pr_auc_score(labels, scores)),
-        "vus_pr": float(ad.range_pr_vus_score(labels, scores)),
-    }
-    if alarms is not None:
-        alarms = np.asarray(alarms).astype(int)
-        true_positives = int((alarms & labels).sum())
-        precision = true_positives / max(int(alarms.sum()), 1)
-        recall = true_positives / max(int(labels.sum()), 1)
-        metrics.update(
-            precision=precision,
-            recall=recall,
-            f1=2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-            range_f1=float(ad.range_f_score(labels, alarms)) if alarms.any() else 0.0,
-        )
-    return metrics
 
 
 class NextStepWindows(Dataset):
@@ -392,12 +217,16 @@ class HybridGRUAnomalyDetector:
             warmup_observed = as_observed_mask("warmup_series", warmup, warmup_observed_mask)
             keep = self.model.config.context_length
             scorer.residuals(warmup[-keep:], warmup_observed[-keep:])
+        start = scorer.steps_seen
         residuals = scorer.residuals(normal, normal_observed)
         median, scale = robust_location_scale(residuals, normal_observed)
         self.state.residual_median, self.state.residual_scale = median.tolist(), scale.tolist()
+        self.state.warmup_residual_scale = self._warmup_scale(normal, normal_observed, median, scale).tolist()
         self.state.smoothing_window = smoothing_window
         smoother = CenteredMean(smoothing_window)
-        z = combined_z_scores(residuals, normal_observed, median, scale)
+        warmup_scale = np.array(self.state.warmup_residual_scale).reshape(-1, self.num_input_channels)
+        scales = step_scales(warmup_scale, scale, start, len(normal))
+        z = combined_z_scores(residuals, normal_observed, median, scales)
         scores = np.concatenate([smoother.push(z), smoother.flush()])
         if threshold_method == "pot":
             try:
@@ -411,19 +240,49 @@ class HybridGRUAnomalyDetector:
         self.state.threshold_method = threshold_method
         return scores
 
-    def stream(self) -> "StreamingAnomalyScorer":
-        """A scorer that takes the series chunk by chunk (any sizes) and returns the scores `score` would."""
+    @torch.no_grad()
+    def _warmup_scale(self, normal: np.ndarray, observed: np.ndarray, median: np.ndarray, scale: np.ndarray):
+        """The residual scale (context_length, C) at each step of a stream that starts cold, from streams started at
+        many offsets of the held-out data (one batched pass): per step, 1.4826 * MAD of their residuals, at least the
+        running stream's `scale` and non-increasing in the step (a longer context never makes errors larger).
+
+        A short context forecasts worse: scaled by the stationary scale, the first steps of every stream would score
+        high. (0, C) when the held-out part holds fewer than `MIN_WARMUP_SEGMENTS` segments."""
+        context, channels = self.model.config.context_length, self.num_input_channels
+        starts = np.arange(0, len(normal) - context + 1, max(context // 8, 1))[:WARMUP_SEGMENTS]
+        if len(starts) < MIN_WARMUP_SEGMENTS:
+            return np.zeros((0, channels))
+        index = starts[:, None] + np.arange(context)  # (M, context)
+        segments, segment_observed = normal[index], observed[index]  # (M, context, C)
+        standardised = np.where(segment_observed > 0, (segments - self.state.loc) / self.state.scale, 0.0)
+        values = np.concatenate([np.zeros_like(standardised), standardised], axis=1)  # the stream's masked opening
+        mask = np.concatenate([np.zeros_like(segment_observed), segment_observed], axis=1)
+        as_tensor = lambda a: torch.as_tensor(a, dtype=self.model.dtype, device=self.model.device)  # noqa: E731
+        forecasts = self.model.forecast_every_step(as_tensor(values), as_tensor(mask)).prediction_outputs[:, :, 0]
+        forecasts = forecasts[:, context - 1 : 2 * context - 1].double().cpu().numpy()  # made before each step
+        deviations = np.where(segment_observed > 0, np.abs(standardised - forecasts - median), np.nan)
+        with np.errstate(all="ignore"):
+            per_step = MAD_TO_STD * np.nanmedian(deviations, axis=0)  # (context, C); NaN where nothing was observed
+        per_step = np.maximum(np.nan_to_num(per_step, nan=0.0), scale)
+        return np.maximum.accumulate(per_step[::-1], axis=0)[::-1]
+
+    def stream(self, stepwise: bool = False) -> "StreamingAnomalyScorer":
+        """A scorer that takes the series chunk by chunk (any sizes) and returns the scores `score` would.
+
+        `stepwise=True`: the reference loop, one forward per step (what scoring did before the batched pass).
+        """
         if not self.state.residual_scale:
             raise ValueError("The detector is not calibrated: call `fit` (or `calibrate`) before scoring.")
-        return StreamingAnomalyScorer(self)
+        return StreamingAnomalyScorer(self, stepwise=stepwise)
 
-    def score(self, series: np.ndarray, observed_mask: np.ndarray | None = None) -> np.ndarray:
+    def score(self, series: np.ndarray, observed_mask: np.ndarray | None = None, stepwise: bool = False) -> np.ndarray:
         """Anomaly scores (T,) float64 of a series (T,) or (T, C), one per time step, higher = more anomalous.
 
         Missing points (`observed_mask` 0; their values may be NaN) are fed to the model as missing and left out of
-        the score; a step with no observed channel counts as 0 in the smoothing window.
+        the score; a step with no observed channel counts as 0 in the smoothing window. The series runs through the
+        model in forwards of `SCORING_CHUNK` steps; `stepwise=True` runs the reference loop (one forward per step).
         """
-        scorer = self.stream()
+        scorer = self.stream(stepwise)
         return np.concatenate([scorer.update(series, observed_mask), scorer.flush()])
 
     def predict(self, series: np.ndarray, observed_mask: np.ndarray | None = None) -> np.ndarray:
@@ -448,43 +307,13 @@ class HybridGRUAnomalyDetector:
         return cls(model, state)
 
 
-def combined_z_scores(residuals, observed, median, scale) -> np.ndarray:
-    """Robust z-scores of residuals (n, C), combined over the observed channels of each step by their root mean
-    square (|z| for one channel; 0 for a step with no observed channel)."""
-    z = np.where(observed > 0, (residuals - median) / scale, 0.0)
-    return np.sqrt((z**2).sum(1) / np.maximum(observed.sum(1), 1.0))
-
-
-class CenteredMean:
-    """Streaming centred moving average: the score of step t is the mean of the values of steps
-    [t - window // 2, t + window - 1 - window // 2] (cut at the series ends), emitted once its last step arrived,
-    i.e. with a latency of `window - 1 - window // 2` steps. A centred window lines up with the anomaly, unlike a
-    trailing one, whose scores lag it by half a window."""
-
-    def __init__(self, window: int):
-        self.before, self.after = window // 2, window - 1 - window // 2
-        self.buffer = np.zeros(0)  # values of steps [self.buffer_start, self.seen)
-        self.buffer_start = self.next_step = self.seen = 0
-
-    def push(self, values: np.ndarray) -> np.ndarray:
-        """Adds values; returns the scores that became complete (possibly none)."""
-        self.buffer = np.concatenate([self.buffer, values])
-        self.seen += len(values)
-        return self._emit(self.seen - self.after)
-
-    def flush(self) -> np.ndarray:
-        """The scores of the last steps, with the window cut at the end of the series."""
-        return self._emit(self.seen)
-
-    def _emit(self, stop: int) -> np.ndarray:
-        scores = []
-        for t in range(self.next_step, stop):
-            start = max(t - self.before, 0) - self.buffer_start
-            scores.append(self.buffer[start : t + self.after + 1 - self.buffer_start].mean())
-        self.next_step = max(self.next_step, stop)
-        drop = max(self.next_step - self.before - self.buffer_start, 0)
-        self.buffer, self.buffer_start = self.buffer[drop:], self.buffer_start + drop
-        return np.array(scores, dtype=np.float64)
+def step_scales(warmup_scale: np.ndarray, scale: np.ndarray, start: int, steps: int) -> np.ndarray:
+    """Residual scales (steps, C) of stream steps [start, start + steps): the warm-up scale (K, C) for steps < K, the
+    stationary `scale` (C,) after."""
+    scales = np.broadcast_to(scale, (steps, len(scale))).copy()
+    warm = warmup_scale[start : start + steps]
+    scales[: len(warm)] = warm
+    return scales
 
 
 class StreamingAnomalyScorer:
@@ -492,15 +321,19 @@ class StreamingAnomalyScorer:
 
     The state is the backbone cache, the forecast for the next step and the last `smoothing_window` z-scores. The
     scores returned by `update` over chunks of any sizes, then `flush`, equal `HybridGRUAnomalyDetector.score` over
-    the whole series.
+    the whole series. A chunk runs through the model in forwards of up to `SCORING_CHUNK` steps, each giving the
+    forecast after every one of its steps at once (`HybridGRUForTimeSeriesPrediction.forecast_every_step`);
+    `stepwise=True` is the reference loop instead: one forward per step, the forecast run on a fork of the cache.
     """
 
-    def __init__(self, detector: HybridGRUAnomalyDetector):
+    def __init__(self, detector: HybridGRUAnomalyDetector, stepwise: bool = False):
         self.detector = detector
         self.model = detector.model
+        self.stepwise = stepwise
         state = detector.state
         self.loc, self.scale = np.array(state.loc), np.array(state.scale)
         self.median, self.residual_scale = np.array(state.residual_median), np.array(state.residual_scale)
+        self.warmup_scale = np.array(state.warmup_residual_scale).reshape(-1, detector.num_input_channels)
         self.smoother = CenteredMean(state.smoothing_window)
         self.cache = None
         self.forecast = None
@@ -508,41 +341,50 @@ class StreamingAnomalyScorer:
 
     @torch.no_grad()
     def _advance(self, values: torch.Tensor, observed: torch.Tensor) -> np.ndarray:
-        """Feeds standardised (1, n, C) steps; returns the forecast of the next step in standardised units (C,)."""
+        """Feeds standardised (1, n, C) steps; returns the forecast after each of them (n, C), standardised, or with
+        `stepwise` the forecast after the last one only (1, C)."""
         kwargs = {"use_cache": True} if self.cache is None else {"cache": self.cache}
-        out = self.model(past_values=values, past_observed_mask=observed, **kwargs)
+        if self.stepwise:
+            out = self.model(past_values=values, past_observed_mask=observed, **kwargs)
+            forecasts = out.prediction_outputs[:, 0]  # (1, C)
+        else:
+            out = self.model.forecast_every_step(past_values=values, past_observed_mask=observed, **kwargs)
+            forecasts = out.prediction_outputs[0, :, 0]  # (n, C)
         self.cache = out.cache
-        return out.prediction_outputs[0, 0].double().numpy()
+        return forecasts.double().cpu().numpy()
 
     def _start(self) -> None:
         """The stream opens with `context_length` unobserved steps (as padded training windows), which gives the
         forecast of the first step."""
         shape = (1, self.model.config.context_length, self.detector.num_input_channels)
         device = self.model.device
-        self.forecast = self._advance(torch.zeros(shape, device=device), torch.zeros(shape, device=device))
+        self.forecast = self._advance(torch.zeros(shape, device=device), torch.zeros(shape, device=device))[-1]
 
     def residuals(self, chunk: np.ndarray, observed: np.ndarray) -> np.ndarray:
         """Standardised one-step-ahead residuals (n, C) of the chunk (validated float32 arrays), moving the stream on."""
         if self.forecast is None:
             self._start()
         standardised = np.where(observed > 0, (np.nan_to_num(chunk) - self.loc) / self.scale, 0.0)
-        residuals = np.zeros(standardised.shape)
         device = self.model.device
-        values = torch.as_tensor(standardised, dtype=self.model.dtype, device=device)
-        mask = torch.as_tensor(observed, dtype=self.model.dtype, device=device)
-        for t in range(len(standardised)):
-            residuals[t] = standardised[t] - self.forecast
-            self.forecast = self._advance(values[None, t : t + 1], mask[None, t : t + 1])
+        values = torch.as_tensor(standardised, dtype=self.model.dtype, device=device)[None]
+        mask = torch.as_tensor(observed, dtype=self.model.dtype, device=device)[None]
+        step = 1 if self.stepwise else SCORING_CHUNK
+        forecasts = [self.forecast[None]]  # forecasts[i] is made before step i
+        for start in range(0, len(standardised), step):
+            forecasts.append(self._advance(values[:, start : start + step], mask[:, start : start + step]))
+        forecasts = np.concatenate(forecasts)
+        self.forecast = forecasts[-1]
         self.steps_seen += len(standardised)
-        return residuals
+        return standardised - forecasts[:-1]
 
     def update(self, chunk: np.ndarray, observed_mask: np.ndarray | None = None) -> np.ndarray:
         """Feeds the next steps (n,) or (n, C); returns the scores (float64) of the steps whose smoothing window is
         complete: all steps up to `latency` steps before the last one fed. `flush` returns the rest."""
         values = as_series("chunk", chunk, self.detector.num_input_channels)
         observed = as_observed_mask("chunk", values, observed_mask)
+        scales = step_scales(self.warmup_scale, self.residual_scale, self.steps_seen, len(values))
         residuals = self.residuals(values, observed)
-        return self.smoother.push(combined_z_scores(residuals, observed, self.median, self.residual_scale))
+        return self.smoother.push(combined_z_scores(residuals, observed, self.median, scales))
 
     def flush(self) -> np.ndarray:
         """The scores of the last `latency` steps, smoothed over the steps seen (call at the end of a series)."""
@@ -552,18 +394,3 @@ class StreamingAnomalyScorer:
     def latency(self) -> int:
         """How many steps a score waits for (the second half of the smoothing window)."""
         return self.smoother.after
-
-
-__all__ = [
-    "HybridGRUAnomalyDetector",
-    "StreamingAnomalyScorer",
-    "DetectorState",
-    "pot_threshold",
-    "quantile_threshold",
-    "robust_location_scale",
-    "CenteredMean",
-    "LabelledSeries",
-    "read_timeeval_csv",
-    "anomaly_metrics",
-    "aeon_anomaly_csv",
-]

@@ -1,0 +1,62 @@
+"""How the anomaly detector's scoring defaults were chosen: on TRAIN_A (labelled validation data), never on TEST.
+
+    python benchmarks/anomaly_defaults.py --threads 1 --json benchmarks/results/cpu_anomaly_defaults.json
+
+Trains the default detector (`DEFAULT_TRAINING`, context 200) on aeon's ecg-diff-count-3 TRAIN_NA for each seed, then
+scores TRAIN_A (10,000 samples with labelled anomalies) with the same weights under each scoring option: the
+smoothing window, and the warm-up residual scale on or off (off: the stationary scale from the first step). Point
+AUC-PR and range VUS-PR from aeon; they rank scores, so the threshold plays no part.
+"""
+
+import statistics
+
+import numpy as np
+import torch
+from common import base_parser, machine_info, markdown_table, write_json
+from transformers import TrainingArguments
+
+from hf_gru.tasks.anomaly import (
+    DEFAULT_TRAINING,
+    HybridGRUAnomalyDetector,
+    aeon_anomaly_csv,
+    anomaly_metrics,
+    read_timeeval_csv,
+)
+
+
+def main() -> None:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--smoothing", type=int, nargs="+", default=[1, 10, 25, 50, 100])
+    parser.add_argument("--output-dir", default="/tmp/hf_gru_anomaly_defaults", help="Trainer scratch folder")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    info = machine_info(args)
+    train = read_timeeval_csv(aeon_anomaly_csv(part="TRAIN_NA")).values
+    validation = read_timeeval_csv(aeon_anomaly_csv(part="TRAIN_A"))
+    results: dict[str, list[dict]] = {}
+    for seed in args.seeds:
+        detector = HybridGRUAnomalyDetector.from_config(num_input_channels=1, context_length=200, seed=seed)
+        detector.fit(train, TrainingArguments(args.output_dir, **DEFAULT_TRAINING, seed=seed, use_cpu=True))
+        warmup_scale = detector.state.warmup_residual_scale
+        for window in args.smoothing:
+            for warmup in (True, False):
+                detector.state.smoothing_window = window
+                detector.state.warmup_residual_scale = warmup_scale if warmup else []
+                metrics = anomaly_metrics(validation.labels, detector.score(validation.values))
+                name = f"smoothing {window}, warm-up scale {'on' if warmup else 'off'}"
+                results.setdefault(name, []).append(dict(metrics, seed=seed))
+                print(f"  seed {seed}, {name}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
+        write_json(args.json, {"machine": info, "args": vars(args), "results": results, "partial": True})
+    rows = [
+        [name, *(statistics.mean(m[k] for m in runs) for k in ("auc_roc", "auc_pr", "vus_pr"))]
+        for name, runs in results.items()
+    ]
+    print(f"# TRAIN_A, mean over seeds {args.seeds}")
+    print(markdown_table(["scoring", "AUC-ROC", "AUC-PR", "VUS-PR"], rows))
+    write_json(args.json, {"machine": info, "args": vars(args), "results": results})
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
