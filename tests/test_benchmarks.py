@@ -91,14 +91,20 @@ def test_edge_reports_every_runtime_of_both_models_against_the_bound(tmp_path):
     pytest.importorskip("onnxscript", reason="benchmarks/edge.py needs the export extra")
     report = run("edge", tmp_path)
     rows = {(row["context"], row["model"], row["runtime"]): row for row in report["results"]}
-    runtimes = {(model, runtime) for model in ("hybrid", "llama") for runtime in ("eager", "ort-fp32", "ort-int8")}
+    runtimes = {
+        (model, runtime)
+        for model in ("hybrid", "llama")
+        for runtime in ("eager", "eager-int8", "ort-fp32", "ort-int8")
+    }
     assert {key[1:] for key in rows} == runtimes and {key[0] for key in rows} == {16, 64}
     assert report["bandwidth_bytes_per_s"] > 1e8
     for (context, model, runtime), row in rows.items():
         assert row["token_s"] > 0 and row["vs_llama"] > 0 and row["vs_eager"] > 0
         assert row["x_bound"] == pytest.approx(row["token_s"] / row["bound_s"])
-        if runtime == "ort-int8":  # int8 weights: about a quarter of the float bytes read per token
-            assert row["weight_bytes"] < 0.35 * rows[(context, model, "ort-fp32")]["weight_bytes"]
+        if runtime.endswith("int8"):  # int8 weights: about a quarter of the float bytes read per token
+            float_row = rows[(context, model, "eager" if runtime == "eager-int8" else "ort-fp32")]
+            assert row["weight_bytes"] < 0.35 * float_row["weight_bytes"]
+            assert row["vs_float"] > 0  # the paired int8-vs-its-fp32 ratio
 
 
 def test_seq2seq_generate_forces_equal_lengths_and_reports_ratios_and_cache_bytes(tmp_path):
