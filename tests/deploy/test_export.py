@@ -314,16 +314,9 @@ def test_executorch_bounds_are_checked(executorch_exported):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_streaming_forecast_matches_pytorch(tmp_path):
-    """Chunks of a stream (the first one not a whole number of patches) give the model's streaming forecasts and
-    Student-t parameters, for two channels."""
-    config = tiny_config(
-        vocab_size=1, context_length=24, prediction_length=6, patch_length=2, num_input_channels=2, loss="nll"
-    )
-    model = HybridGRUForTimeSeriesPrediction(config).eval()
-    export_onnx(model, tmp_path / "onnx")
-    runtime = OnnxTimeSeriesForecaster.from_pretrained(tmp_path / "onnx")
+def assert_stream_matches_model(model, runtime) -> tuple[torch.Tensor, object]:
+    """Three chunks of a two-channel stream (the first not a whole number of patches, a gap in one channel) give the
+    model's streaming forecasts and Student-t parameters; returns the series and the runtime's last state."""
     series = torch.randn(3, 15, 2).cumsum(1)
     observed = torch.ones_like(series)
     observed[1, 3:5, 0] = 0  # a gap in one channel
@@ -340,6 +333,20 @@ def test_streaming_forecast_matches_pytorch(tmp_path):
             names = ("df", "distribution_loc", "distribution_scale")
             for name, param in zip(names, expected.distribution_params, strict=True):
                 assert_close(actual[name], param, atol=1e-4, msg=f"{name}, chunk {chunk}")
+    return series, state
+
+
+@pytest.mark.slow
+def test_streaming_forecast_matches_pytorch(tmp_path):
+    """Chunks of a stream (the first one not a whole number of patches) give the model's streaming forecasts and
+    Student-t parameters, for two channels."""
+    config = tiny_config(
+        vocab_size=1, context_length=24, prediction_length=6, patch_length=2, num_input_channels=2, loss="nll"
+    )
+    model = HybridGRUForTimeSeriesPrediction(config).eval()
+    export_onnx(model, tmp_path / "onnx")
+    runtime = OnnxTimeSeriesForecaster.from_pretrained(tmp_path / "onnx")
+    series, state = assert_stream_matches_model(model, runtime)
     with pytest.raises(ValueError, match="whole patches"):
         runtime.step(series[:, :3], state=state)
 
@@ -356,22 +363,7 @@ def test_executorch_streaming_forecast_matches_pytorch(tmp_path):
     model = HybridGRUForTimeSeriesPrediction(config).eval()
     export_executorch(model, tmp_path / "pte", max_batch_size=3)
     runtime = ExecuTorchTimeSeriesForecaster.from_pretrained(tmp_path / "pte")
-    series = torch.randn(3, 15, 2).cumsum(1)
-    observed = torch.ones_like(series)
-    observed[1, 3:5, 0] = 0
-    state, cache, stats = None, None, {}
-    with torch.no_grad():
-        for chunk in (slice(0, 7), slice(7, 11), slice(11, 15)):
-            expected = model(
-                past_values=series[:, chunk], past_observed_mask=observed[:, chunk], cache=cache, use_cache=True,
-                **stats,
-            )  # fmt: skip
-            cache, stats = expected.cache, {"loc": expected.loc, "scale": expected.scale}
-            actual, state = runtime.step(series[:, chunk], observed[:, chunk], state)
-            assert_close(actual["prediction"], expected.prediction_outputs, atol=1e-4, msg=f"chunk {chunk}")
-            names = ("df", "distribution_loc", "distribution_scale")
-            for name, param in zip(names, expected.distribution_params, strict=True):
-                assert_close(actual[name], param, atol=1e-4, msg=f"{name}, chunk {chunk}")
+    assert_stream_matches_model(model, runtime)
     with pytest.raises(ValueError, match="max_batch_size=3"):
         runtime.step(torch.randn(4, 2, 2))
 
