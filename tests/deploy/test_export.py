@@ -373,15 +373,9 @@ def test_executorch_streaming_forecast_matches_pytorch(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_streaming_recognition_equals_offline_logits(tmp_path):
-    """Chunks of any length (none a multiple of the subsampling), then `flush`, give the offline logits."""
-    config = tiny_config(
-        vocab_size=12, num_mel_bins=8, conv_subsampling_channels=16, block_pattern="GLA", sliding_window=3
-    )
-    model = HybridGRUForCTC(config).eval()
-    export_onnx(model, tmp_path / "onnx")
-    runtime = OnnxCTCRecognizer.from_pretrained(tmp_path / "onnx")
+def assert_recognition_stream_matches_model(model, runtime) -> None:
+    """Chunks of 23 frames of any length (none a multiple of the subsampling), then `flush`, give the offline
+    logits."""
     features = torch.randn(2, 23, 8)
     with torch.no_grad():
         expected = model(input_features=features).logits  # (2, 6, 12)
@@ -392,6 +386,18 @@ def test_streaming_recognition_equals_offline_logits(tmp_path):
     pieces.append(runtime.flush(state))
     assert [p.shape[1] for p in pieces] == [0, 1, 2, 2, 1]
     assert_close(torch.cat(pieces, dim=1), expected, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_streaming_recognition_equals_offline_logits(tmp_path):
+    """Chunks of any length (none a multiple of the subsampling), then `flush`, give the offline logits."""
+    config = tiny_config(
+        vocab_size=12, num_mel_bins=8, conv_subsampling_channels=16, block_pattern="GLA", sliding_window=3
+    )
+    model = HybridGRUForCTC(config).eval()
+    export_onnx(model, tmp_path / "onnx")
+    runtime = OnnxCTCRecognizer.from_pretrained(tmp_path / "onnx")
+    assert_recognition_stream_matches_model(model, runtime)
 
 
 @pytest.mark.slow
@@ -406,16 +412,7 @@ def test_executorch_streaming_recognition_equals_offline_logits(tmp_path):
     model = HybridGRUForCTC(config).eval()
     export_executorch(model, tmp_path / "pte", max_length=16, max_batch_size=2)
     runtime = ExecuTorchCTCRecognizer.from_pretrained(tmp_path / "pte")
-    features = torch.randn(2, 23, 8)
-    with torch.no_grad():
-        expected = model(input_features=features).logits  # (2, 6, 12)
-    pieces, state = [], None
-    for chunk in (slice(0, 3), slice(3, 5), slice(5, 13), slice(13, 23)):
-        logits, state = runtime.step(features[:, chunk], state)
-        pieces.append(logits)
-    pieces.append(runtime.flush(state))
-    assert [p.shape[1] for p in pieces] == [0, 1, 2, 2, 1]
-    assert_close(torch.cat(pieces, dim=1), expected, atol=1e-4)
+    assert_recognition_stream_matches_model(model, runtime)
 
 
 def test_bidirectional_ctc_is_refused(tmp_path):
