@@ -49,6 +49,7 @@ from transformers import (
     HfArgumentParser,
     PreTrainedModel,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
     default_data_collator,
     set_seed,
@@ -118,6 +119,10 @@ class HybridizeArguments:
     temperature: float = field(default=1.0, metadata={"help": "Softmax temperature of the logit KL."})
     alpha: float = field(default=1.0, metadata={"help": "Weight of the KL; 1 - alpha goes to the label loss."})
     teacher_dtype: str | None = field(default=None, metadata={"help": "Run the teacher in this dtype (bfloat16)."})
+    perplexity_every: int = field(
+        default=0,
+        metadata={"help": "Also measure held-out perplexity every N steps of each stage (0: only at its end)."},
+    )
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a non-empty output_dir."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded and processed data is cached."})
 
@@ -147,6 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
     check_selection(job, attention_layers)
     if job.layer_steps < 0 or job.logit_steps < 0:
         raise ValueError(f"--layer_steps and --logit_steps must be >= 0, got {job.layer_steps}, {job.logit_steps}.")
+    if job.perplexity_every < 0:
+        raise ValueError(f"--perplexity_every must be >= 0, got {job.perplexity_every}.")
     transformers.utils.logging.set_verbosity_warning()
     datasets.utils.logging.set_verbosity_warning()
     prepare_output_dir(training_args, None, job.overwrite_output_dir)
@@ -192,9 +199,11 @@ def main(argv: list[str] | None = None) -> dict:
         if steps == 0:
             continue
         args = dataclasses.replace(training_args, max_steps=steps, learning_rate=learning_rate)
+        curve = PerplexityCurve(eval_set, training_args.per_device_eval_batch_size, job.perplexity_every)
         trainer = DistillationTrainer(
             model=student, teacher_model=teacher, args=args, stage=stage, temperature=job.temperature,
             alpha=job.alpha, teacher_dtype=teacher_dtype, train_dataset=train_set, data_collator=default_data_collator,
+            callbacks=[curve] if job.perplexity_every else None,
         )  # fmt: skip
         trainer.train()
         trainer.remove_hooks()
@@ -207,6 +216,8 @@ def main(argv: list[str] | None = None) -> dict:
         if losses:  # the first and last logged training loss of the stage (every --logging_steps)
             metrics[f"{stage}_loss_first"], metrics[f"{stage}_loss_last"] = losses[0], losses[-1]
         metrics[f"after_{stage}_perplexity"] = perplexity(student, eval_set, training_args)
+        if curve.points:  # [step, perplexity] pairs of the stage, its end included
+            metrics[f"{stage}_perplexity_curve"] = [*curve.points, [steps, metrics[f"after_{stage}_perplexity"]]]
         print(f"after {steps} steps of stage {stage!r}: perplexity {metrics[f'after_{stage}_perplexity']:.2f}")
     metrics["distillation_steps"] = job.layer_steps + job.logit_steps
     metrics.update(cache_metrics(teacher.config, student.config, data_args.block_size))
@@ -345,6 +356,39 @@ def perplexity(model: PreTrainedModel, eval_set, training_args: TrainingArgument
     args = dataclasses.replace(training_args, report_to="none")
     trainer = Trainer(model=model, args=args, eval_dataset=eval_set, data_collator=default_data_collator)
     loss = trainer.evaluate()["eval_loss"]
+    return math.exp(loss) if loss < 700 else math.inf
+
+
+class PerplexityCurve(TrainerCallback):
+    """Held-out perplexity every `every` optimizer steps of a stage (not at its last step, which the stage's own
+    evaluation covers): the curve that shows whether a stage has converged at its budget."""
+
+    def __init__(self, eval_set, batch_size: int, every: int):
+        self.eval_set, self.batch_size, self.every = eval_set, batch_size, every
+        self.points: list[list[float]] = []
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
+            ppl = held_out_perplexity(model, self.eval_set, self.batch_size)
+            self.points.append([state.global_step, round(ppl, 4)])
+            print(f"step {state.global_step}: held-out perplexity {ppl:.2f}", flush=True)
+
+
+@torch.no_grad()
+def held_out_perplexity(model: PreTrainedModel, eval_set, batch_size: int) -> float:
+    """exp(mean token cross-entropy) over the held-out blocks, the number `perplexity` gets from Trainer.evaluate
+    (every block has the same length, so the mean over blocks is the mean over tokens), without a second Trainer."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(eval_set), batch_size):
+        rows = eval_set[start : start + batch_size]
+        input_ids = torch.tensor(rows["input_ids"], device=model.device)
+        labels = torch.tensor(rows["labels"], device=model.device)
+        total += model(input_ids=input_ids, labels=labels).loss.item() * len(input_ids)
+        count += len(input_ids)
+    model.train(was_training)
+    loss = total / count
     return math.exp(loss) if loss < 700 else math.inf
 
 
