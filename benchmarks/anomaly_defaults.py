@@ -8,6 +8,7 @@ smoothing window, and the warm-up residual scale on or off (off: the stationary 
 AUC-PR and range VUS-PR from aeon; they rank scores, so the threshold plays no part.
 """
 
+import itertools
 import statistics
 
 import numpy as np
@@ -16,6 +17,7 @@ from common import base_parser, machine_info, markdown_table, write_json
 from transformers import TrainingArguments
 
 from hf_gru.tasks.anomaly import (
+    DEFAULT_CORRUPT_PROBABILITY,
     DEFAULT_TRAINING,
     HybridGRUAnomalyDetector,
     aeon_anomaly_csv,
@@ -28,6 +30,14 @@ def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--smoothing", type=int, nargs="+", default=[1, 10, 25, 50, 100])
+    parser.add_argument(
+        "--corrupt",
+        type=float,
+        nargs="+",
+        default=[DEFAULT_CORRUPT_PROBABILITY],
+        help="fit's corrupt_probability values",
+    )
+    parser.add_argument("--warmup-off", action="store_true", help="also score without the warm-up residual scale")
     parser.add_argument("--output-dir", default="/tmp/hf_gru_anomaly_defaults", help="Trainer scratch folder")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -35,16 +45,17 @@ def main() -> None:
     train = read_timeeval_csv(aeon_anomaly_csv(part="TRAIN_NA")).values
     validation = read_timeeval_csv(aeon_anomaly_csv(part="TRAIN_A"))
     results: dict[str, list[dict]] = {}
-    for seed in args.seeds:
+    for seed, corrupt in itertools.product(args.seeds, args.corrupt):
         detector = HybridGRUAnomalyDetector.from_config(num_input_channels=1, context_length=200, seed=seed)
-        detector.fit(train, TrainingArguments(args.output_dir, **DEFAULT_TRAINING, seed=seed, use_cpu=True))
+        training_args = TrainingArguments(args.output_dir, **DEFAULT_TRAINING, seed=seed, use_cpu=True)
+        detector.fit(train, training_args, corrupt_probability=corrupt)
         warmup_scale = detector.state.warmup_residual_scale
         for window in args.smoothing:
-            for warmup in (True, False):
+            for warmup in (True, False) if args.warmup_off else (True,):
                 detector.state.smoothing_window = window
                 detector.state.warmup_residual_scale = warmup_scale if warmup else []
                 metrics = anomaly_metrics(validation.labels, detector.score(validation.values))
-                name = f"smoothing {window}, warm-up scale {'on' if warmup else 'off'}"
+                name = f"corrupt {corrupt:g}, smoothing {window}, warm-up scale {'on' if warmup else 'off'}"
                 results.setdefault(name, []).append(dict(metrics, seed=seed))
                 print(f"  seed {seed}, {name}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
         write_json(args.json, {"machine": info, "args": vars(args), "results": results, "partial": True})

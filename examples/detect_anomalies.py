@@ -32,6 +32,7 @@ import transformers
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
 from hf_gru.tasks.anomaly import (
+    DEFAULT_CORRUPT_PROBABILITY,
     DEFAULT_SMOOTHING_WINDOW,
     DEFAULT_TRAINING,
     HybridGRUAnomalyDetector,
@@ -53,6 +54,9 @@ class AnomalyArguments:
         default=DEFAULT_SMOOTHING_WINDOW, metadata={"help": "Centred moving average of the per-step scores."}
     )
     validation_fraction: float = field(default=0.2, metadata={"help": "Held-out tail of the training file."})
+    corrupt_probability: float = field(
+        default=DEFAULT_CORRUPT_PROBABILITY, metadata={"help": "Share of training windows with a corrupted segment."}
+    )
     threshold_method: str = field(default="pot", metadata={"help": "'pot' (extreme value theory) or 'quantile'."})
     threshold_risk: float = field(default=1e-3, metadata={"help": "POT: probability of a false alarm per step."})
     threshold_quantile: float = field(default=0.999, metadata={"help": "'quantile': quantile of held-out scores."})
@@ -165,7 +169,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         training_args.output_dir = str(Path(scratch, "trainer"))
         detector.fit(train.values, training_args, train_observed_mask=observed,
                      validation_fraction=args.validation_fraction, smoothing_window=args.smoothing_window,
-                     threshold_method=args.threshold_method, **threshold_kwargs)  # fmt: skip
+                     threshold_method=args.threshold_method, corrupt_probability=args.corrupt_probability,
+                     **threshold_kwargs)  # fmt: skip
         scores = detector.score(test.values)
         metrics = None
         if test.labels is not None and len(np.unique(test.labels)) == 1:

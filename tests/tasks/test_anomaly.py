@@ -155,6 +155,33 @@ def test_robust_scale_and_thresholds():
         quantile_threshold(scores, 1.0)
 
 
+def test_context_corruption_changes_one_segment_of_the_context_and_never_the_target():
+    """NextStepWindows(corrupt_probability=...): off, the windows are those of a detector trained before it (same
+    padding draws); on, each corrupted window differs from the clean one in one run of at most context // 2 steps,
+    its target and masks untouched."""
+    context, series = 20, torch.randn(300, 2).numpy()
+    observed = np.ones_like(series)
+    clean = anomaly_detector.NextStepWindows(series, observed, context, 1, pad_probability=0.3, seed=3)
+    off = anomaly_detector.NextStepWindows(series, observed, context, 1, 0.3, seed=3, corrupt_probability=0.0)
+    on = anomaly_detector.NextStepWindows(series, observed, context, 1, 0.3, seed=3, corrupt_probability=1.0)
+    assert torch.equal(clean.pad_lengths, off.pad_lengths) and torch.equal(clean.pad_lengths, on.pad_lengths)
+    kinds = set()
+    for index in range(0, len(clean), 7):
+        a, b, c = clean[index], off[index], on[index]
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+            if key != "past_values":
+                assert torch.equal(a[key], c[key]), key
+        changed = (a["past_values"] != c["past_values"]).any(-1).nonzero().flatten()
+        assert 1 <= len(changed) <= context // 2 or len(changed) == 0  # a copied segment may equal the original
+        if len(changed):
+            assert changed[-1] - changed[0] < context // 2, changed  # one run
+        kinds.add(bool(on.corrupt_noise[index]))
+    assert kinds == {True, False}  # both kinds: additive noise and a segment from elsewhere in the series
+    with pytest.raises(ValueError, match="corrupt_probability.*1.5"):
+        make_detector().fit(series, TrainingArguments("unused", report_to="none"), corrupt_probability=1.5)
+
+
 def test_fit_with_trainer_calibrates_on_held_out_normal_data(tmp_path, one_torch_thread):
     detector = HybridGRUAnomalyDetector.from_config(1, CONTEXT, seed=0, **TINY)
     train = signal(120, channels=1)

@@ -22,6 +22,7 @@ standardisation, residual scale, smoothing and threshold.
 
 from .data import LabelledSeries, aeon_anomaly_csv, anomaly_metrics, as_observed_mask, as_series, read_timeeval_csv
 from .detector import (
+    DEFAULT_CORRUPT_PROBABILITY,
     DEFAULT_MODEL,
     DEFAULT_SMOOTHING_WINDOW,
     DEFAULT_TRAINING,
@@ -57,6 +58,7 @@ __all__ = [
     "anomaly_metrics",
     "aeon_anomaly_csv",
     "DEFAULT_MODEL",
+    "DEFAULT_CORRUPT_PROBABILITY",
     "DEFAULT_SMOOTHING_WINDOW",
     "DEFAULT_TRAINING",
     "DETECTOR_FILE",

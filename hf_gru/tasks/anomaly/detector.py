@@ -39,6 +39,9 @@ DEFAULT_TRAINING = dict(
     max_steps=300, per_device_train_batch_size=32, learning_rate=3e-3, lr_scheduler_type="cosine", warmup_steps=20,
     logging_steps=25, save_strategy="no", report_to="none", disable_tqdm=True,
 )  # fmt: skip
+# Share of training windows with a corrupted context segment (NextStepWindows): chosen on TRAIN_A, 3 seeds (mean AUC-PR
+# 0.857 -> 0.893, VUS-PR 0.868 -> 0.898 at smoothing 50; 0.2 and 0.5 were worse on seed 0).
+DEFAULT_CORRUPT_PROBABILITY = 0.1
 DEFAULT_SMOOTHING_WINDOW = 50  # centred mean over half a heartbeat at the ECG set's rate; chosen on TRAIN_A
 # Steps per forward of the batched scorer. Its cost is linear in the chunk (attention is banded to the window), so the
 # size only bounds memory: a 10,000-step series takes three forwards.
@@ -76,9 +79,18 @@ class NextStepWindows(Dataset):
 
     With probability `pad_probability` the first k steps of a window (k uniform in [1, context_length)) are masked as
     unobserved, as the start of a scored stream is: the model learns to forecast from a short context too.
+
+    With probability `corrupt_probability` a segment of the context (1 to context_length // 2 steps, anywhere in it)
+    is corrupted, the target left clean: half of the time Gaussian noise is added (std 0.5-2 in standardised units),
+    half of the time it is replaced by the same length of the series from a random other place. A model trained so
+    forecasts the normal continuation past an anomaly that is still in its context, so that an anomaly's residuals
+    end with it instead of raising the scores of the normal steps after it (context corruption as in denoising and
+    robust forecasting training).
     """
 
-    def __init__(self, series, observed, context_length, prediction_length, pad_probability=0.1, seed=0):
+    def __init__(
+        self, series, observed, context_length, prediction_length, pad_probability=0.1, seed=0, corrupt_probability=0.0
+    ):
         self.series = torch.as_tensor(series)
         self.observed = torch.as_tensor(observed)
         self.context_length, self.prediction_length = context_length, prediction_length
@@ -92,6 +104,17 @@ class NextStepWindows(Dataset):
         padded = torch.rand(len(self.origins), generator=generator) < pad_probability
         lengths = torch.randint(1, context_length, (len(self.origins),), generator=generator)
         self.pad_lengths = torch.where(padded, lengths, torch.zeros_like(lengths))
+        count = len(self.origins)
+        corrupted = torch.rand(count, generator=generator) < corrupt_probability
+        self.corrupt_lengths = torch.where(
+            corrupted, torch.randint(1, max(context_length // 2, 1) + 1, (count,), generator=generator), 0
+        )
+        self.corrupt_starts = (
+            torch.rand(count, generator=generator) * (context_length - self.corrupt_lengths + 1)
+        ).long()
+        self.corrupt_noise = torch.rand(count, generator=generator) < 0.5  # else: a segment from elsewhere
+        self.corrupt_sources = torch.randint(0, len(series), (count,), generator=generator)
+        self.corrupt_seeds = torch.randint(0, 2**31 - 1, (count,), generator=generator)
 
     def __len__(self) -> int:
         return len(self.origins)
@@ -100,12 +123,28 @@ class NextStepWindows(Dataset):
         t, pad = int(self.origins[index]), int(self.pad_lengths[index])
         past_observed = self.observed[t - self.context_length : t].clone()
         past_observed[:pad] = 0.0
+        past_values = self.series[t - self.context_length : t]
+        if self.corrupt_lengths[index] > 0:
+            past_values = self._corrupt(past_values, index)
         return {
-            "past_values": self.series[t - self.context_length : t],
+            "past_values": past_values,
             "past_observed_mask": past_observed,
             "future_values": self.series[t : t + self.prediction_length],
             "future_observed_mask": self.observed[t : t + self.prediction_length],
         }
+
+    def _corrupt(self, past_values: torch.Tensor, index: int) -> torch.Tensor:
+        length, start = int(self.corrupt_lengths[index]), int(self.corrupt_starts[index])
+        generator = torch.Generator().manual_seed(int(self.corrupt_seeds[index]))
+        past_values = past_values.clone()
+        if self.corrupt_noise[index]:
+            std = 0.5 + 1.5 * torch.rand((), generator=generator)
+            noise = torch.randn(past_values[start : start + length].shape, generator=generator)
+            past_values[start : start + length] += (std * noise).to(past_values.dtype)
+        else:
+            source = int(self.corrupt_sources[index]) % (len(self.series) - length + 1)
+            past_values[start : start + length] = self.series[source : source + length]
+        return past_values
 
 
 class HybridGRUAnomalyDetector:
@@ -163,17 +202,23 @@ class HybridGRUAnomalyDetector:
         smoothing_window: int = DEFAULT_SMOOTHING_WINDOW,
         threshold_method: str = "pot",
         pad_probability: float = 0.1,
+        corrupt_probability: float = DEFAULT_CORRUPT_PROBABILITY,
         **threshold_kwargs,
     ) -> Trainer:
         """Trains on the first `1 - validation_fraction` of normal `train_series` (T,) or (T, C), then fits the
         residual scale and the threshold on the rest (held out). Returns the `Trainer` (its log history, state).
 
-        The standardisation (per-channel mean and std) is fit on the training part only.
+        The standardisation (per-channel mean and std) is fit on the training part only. `pad_probability` and
+        `corrupt_probability` are the shares of training windows with a masked opening and with a corrupted context
+        segment (see `NextStepWindows`).
         """
         series = as_series("train_series", train_series, self.num_input_channels)
         observed = as_observed_mask("train_series", series, train_observed_mask)
         if not 0.0 < validation_fraction < 1.0:
             raise ValueError(f"`validation_fraction` must be in (0, 1), got {validation_fraction}.")
+        for name, value in (("pad_probability", pad_probability), ("corrupt_probability", corrupt_probability)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"`{name}` must be in [0, 1], got {value}.")
         check_calibration_options(smoothing_window, threshold_method)
         split = int(len(series) * (1.0 - validation_fraction))
         train_part = np.where(observed[:split] > 0, series[:split], np.nan)
@@ -184,7 +229,7 @@ class HybridGRUAnomalyDetector:
         config = self.model.config
         dataset = NextStepWindows(
             standardised[:split], observed[:split], config.context_length, config.prediction_length, pad_probability,
-            seed=training_args.seed,
+            seed=training_args.seed, corrupt_probability=corrupt_probability,
         )  # fmt: skip
         trainer = Trainer(model=self.model, args=training_args, train_dataset=dataset)
         trainer.train()
