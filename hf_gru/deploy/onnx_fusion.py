@@ -1,0 +1,245 @@
+"""Graph rewrites of an exported ONNX graph into onnxruntime's fused CPU kernels (issue 21): fewer, larger ops per
+decode step, where the time of small ops (~10 us each at batch 1) exceeded that of the weight matmuls in int8.
+
+`fuse_onnx_graph` rewrites, in place:
+- RMSNorm (`Pow(x, 2) -> ReduceMean -> Add(eps) -> Sqrt -> Reciprocal -> Mul(x) -> Mul(weight)`, how the dynamo
+  exporter writes `HybridGRURMSNorm`) into one `SimplifiedLayerNormalization` (onnxruntime's RMSNorm; its optimizer
+  then folds a residual `Add` before it into `SkipSimplifiedLayerNormalization`);
+- the GRU mixer's short causal conv (`Concat(past, x) -> Conv` depthwise, and the `Slice` of its last `kernel - 1`
+  inputs, the next state) into one com.microsoft `CausalConvWithState`. onnxruntime's grouped `Conv` ran one small
+  GEMM per channel.
+
+A pattern that does not match exactly (another dtype's casts, other attributes) is left as it is.
+"""
+
+import numpy
+
+MICROSOFT = "com.microsoft"
+
+
+def fuse_onnx_graph(model) -> dict[str, int]:
+    """Rewrites `model` (an onnx ModelProto) in place; returns the number of rewrites of each kind."""
+    graph = model.graph
+    counts = {"rms_norm": _fuse_rms_norms(graph)}  # first: the skip fusion reads its output
+    counts["skip_rms_norm"] = _fuse_skip_rms_norms(graph)
+    counts["causal_conv"] = _fuse_causal_convs(graph)
+    uses_microsoft = any(node.domain == MICROSOFT for node in graph.node)
+    if uses_microsoft and not any(o.domain == MICROSOFT for o in model.opset_import):
+        from onnx import helper
+
+        model.opset_import.append(helper.make_opsetid(MICROSOFT, 1))
+    return counts
+
+
+class _Graph:
+    """Producers, consumers and constant initializers of a graph's top level."""
+
+    def __init__(self, graph):
+        from onnx import numpy_helper
+
+        self.graph = graph
+        self.initializers = {i.name: i for i in graph.initializer}
+        self.constants = {name: numpy_helper.to_array(i) for name, i in self.initializers.items() if _small(i)}
+        self.outputs = {o.name for o in graph.output}
+        self.consumers: dict[str, list] = {}
+        for node in graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.producers = {o: n for n in graph.node for o in n.output}
+
+    def only_consumer(self, name: str, op_type: str):
+        """The single consumer of `name` if it is an `op_type` node and `name` is no graph output, else None."""
+        users = self.consumers.get(name, [])
+        if len(users) != 1 or users[0].op_type != op_type or name in self.outputs:
+            return None
+        return users[0]
+
+    def constant(self, name: str):
+        return self.constants.get(name)
+
+    def other_input(self, node, name: str) -> str | None:
+        """The input of a two-input node that is not `name`."""
+        inputs = list(node.input)
+        if len(inputs) != 2 or name not in inputs:
+            return None
+        return inputs[1 - inputs.index(name)]
+
+
+def _small(initializer) -> bool:
+    size = 1
+    for d in initializer.dims:
+        size *= d
+    return size <= 16
+
+
+def _attributes(node) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _fuse_rms_norms(graph) -> int:
+    from onnx import helper
+
+    g, count = _Graph(graph), 0
+    for pow_node in [n for n in graph.node if n.op_type == "Pow"]:
+        match = _match_rms_norm(g, pow_node)
+        if match is None:
+            continue
+        nodes, x, weight, eps, out = match
+        fused = helper.make_node(
+            "SimplifiedLayerNormalization", [x, weight], [out], axis=-1, epsilon=eps, name=f"{out}.rms_norm"
+        )
+        _replace(graph, nodes, [fused])
+        count += 1
+    return count
+
+
+def _fuse_skip_rms_norms(graph) -> int:
+    """`Add(a, b) -> SimplifiedLayerNormalization` (a residual sum, then its norm) into one com.microsoft
+    `SkipSimplifiedLayerNormalization`, whose fourth output is the sum for the other readers of the `Add`. onnxruntime's
+    own fusion of this pair needs static shapes, which a graph with dynamic batch and sequence lengths lacks."""
+    from onnx import helper
+
+    g, count = _Graph(graph), 0
+    for norm in [n for n in graph.node if n.op_type == "SimplifiedLayerNormalization"]:
+        add = g.producers.get(norm.input[0])
+        if add is None or add.op_type != "Add" or any(name in g.initializers for name in add.input):
+            continue
+        if any(g.producers.get(name) is None and name not in _graph_inputs(graph) for name in add.input):
+            continue
+        epsilon = _attributes(norm)["epsilon"]
+        others = [u for u in g.consumers.get(add.output[0], []) if u is not norm]
+        summed = add.output[0] if others or add.output[0] in g.outputs else ""
+        fused = helper.make_node(
+            "SkipSimplifiedLayerNormalization",
+            [*add.input, norm.input[1]],
+            [norm.output[0], "", "", summed],
+            domain=MICROSOFT,
+            epsilon=epsilon,
+            name=f"{norm.output[0]}.skip",
+        )
+        _replace(graph, [add, norm], [fused])
+        count += 1
+    return count
+
+
+def _graph_inputs(graph) -> set[str]:
+    return {i.name for i in graph.input}
+
+
+def _match_rms_norm(g: _Graph, pow_node):
+    """(nodes, x, weight, epsilon, output) of the RMSNorm starting at `pow_node`, or None."""
+    x = pow_node.input[0]
+    exponent = g.constant(pow_node.input[1])
+    if exponent is None or exponent.size != 1 or float(exponent) != 2.0:
+        return None
+    mean = g.only_consumer(pow_node.output[0], "ReduceMean")
+    if mean is None or len(mean.input) != 2 or _attributes(mean).get("keepdims", 1) != 1:
+        return None
+    axes = g.constant(mean.input[1])
+    if axes is None or axes.tolist() != [-1]:
+        return None
+    add = g.only_consumer(mean.output[0], "Add")
+    eps = g.constant(g.other_input(add, mean.output[0]) or "") if add is not None else None
+    if eps is None or eps.size != 1:
+        return None
+    sqrt = g.only_consumer(add.output[0], "Sqrt")
+    reciprocal = sqrt and g.only_consumer(sqrt.output[0], "Reciprocal")
+    normed = reciprocal and g.only_consumer(reciprocal.output[0], "Mul")
+    if normed is None or g.other_input(normed, reciprocal.output[0]) != x:
+        return None
+    scale = g.only_consumer(normed.output[0], "Mul")
+    weight = scale and g.other_input(scale, normed.output[0])
+    if weight is None or weight not in g.initializers or len(g.initializers[weight].dims) != 1:
+        return None
+    return [pow_node, mean, add, sqrt, reciprocal, normed, scale], x, weight, float(eps), scale.output[0]
+
+
+def _fuse_causal_convs(graph) -> int:
+    from onnx import helper
+
+    g, count = _Graph(graph), 0
+    for conv in [n for n in graph.node if n.op_type == "Conv"]:
+        match = _match_causal_conv(g, conv)
+        if match is None:
+            continue
+        concat, slices, past, x = match
+        state = slices[0].output[0] if slices else f"{conv.output[0]}.state"
+        fused = helper.make_node(
+            "CausalConvWithState",
+            [x, *conv.input[1:3], *([""] if len(conv.input) < 3 else []), past],
+            [conv.output[0], state],
+            domain=MICROSOFT,
+            name=f"{conv.output[0]}.causal_conv",
+        )
+        extra = [helper.make_node("Identity", [state], [s.output[0]]) for s in slices[1:]]
+        _replace(graph, [concat, conv, *slices], [fused, *extra])
+        count += 1
+    return count
+
+
+def _match_causal_conv(g: _Graph, conv):
+    """(concat, slices, past, x) of a depthwise causal conv over `Concat(past, x)` whose other readers are slices of
+    the last `kernel - 1` inputs, or None. `past` must be a graph input of static length `kernel - 1`."""
+    weight = g.initializers.get(conv.input[1])
+    if weight is None or len(weight.dims) != 3 or weight.dims[1] != 1:
+        return None
+    channels, _, kernel = weight.dims
+    attrs = _attributes(conv)
+    if (
+        attrs.get("group") != channels
+        or attrs.get("kernel_shape", [kernel]) != [kernel]
+        or any(attrs.get(k, [1]) != [1] for k in ("strides", "dilations"))
+        or any(attrs.get("pads", [0, 0])) or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")
+    ):  # fmt: skip
+        return None
+    concat = g.producers.get(conv.input[0])
+    if concat is None or concat.op_type != "Concat" or len(concat.input) != 2:
+        return None
+    if _attributes(concat).get("axis") not in (-1, 2) or concat.output[0] in g.outputs:
+        return None
+    past, x = concat.input
+    if _static_dims(g.graph, past) != [None, channels, kernel - 1]:
+        return None
+    slices = []
+    for user in g.consumers.get(concat.output[0], []):
+        if user is conv:
+            continue
+        if user.op_type != "Slice" or not _is_last_window(g, user, kernel - 1):
+            return None
+        slices.append(user)
+    return concat, slices, past, x
+
+
+def _is_last_window(g: _Graph, slice_node, width: int) -> bool:
+    """A step-1 `Slice` along the last axis whose output is a graph output of static length `width`, the only slice
+    of the window that has that length at every sequence length is its end (the next conv state)."""
+    inputs = list(slice_node.input) + [""] * (5 - len(slice_node.input))
+    axes = g.constant(inputs[3]) if inputs[3] else None
+    steps = g.constant(inputs[4]) if inputs[4] else numpy.ones(1)
+    if axes is None or axes.tolist() not in ([-1], [2]) or steps is None or steps.tolist() != [1]:
+        return False
+    dims = _static_dims(g.graph, slice_node.output[0])
+    return dims is not None and len(dims) == 3 and dims[2] == width
+
+
+def _static_dims(graph, name: str) -> list | None:
+    """Static dims (None where symbolic) of a graph input or output, or None if `name` is neither."""
+    for value in [*graph.input, *graph.output]:
+        if value.name == name:
+            dims = value.type.tensor_type.shape.dim
+            return [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    return None
+
+
+def _replace(graph, old: list, new: list) -> None:
+    """Swaps the nodes `old` for `new`, the latter at the position of the first of `old` (producers come first)."""
+    position = min(list(graph.node).index(n) for n in old)
+    for node in old:
+        graph.node.remove(node)
+    for offset, node in enumerate(new):
+        graph.node.insert(position + offset, node)
+
+
+__all__ = ["fuse_onnx_graph"]
