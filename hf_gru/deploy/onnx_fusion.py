@@ -23,6 +23,7 @@ def fuse_onnx_graph(model) -> dict[str, int]:
     counts = {"rms_norm": _fuse_rms_norms(graph)}  # first: the skip fusion reads its output
     counts["skip_rms_norm"] = _fuse_skip_rms_norms(graph)
     counts["causal_conv"] = _fuse_causal_convs(graph)
+    counts["dead_nodes"] = _remove_dead_nodes(graph)  # e.g. the index arithmetic of the conv state's old Slice
     uses_microsoft = any(node.domain == MICROSOFT for node in graph.node)
     if uses_microsoft and not any(o.domain == MICROSOFT for o in model.opset_import):
         from onnx import helper
@@ -231,6 +232,35 @@ def _static_dims(graph, name: str) -> list | None:
             dims = value.type.tensor_type.shape.dim
             return [d.dim_value if d.HasField("dim_value") else None for d in dims]
     return None
+
+
+def _remove_dead_nodes(graph) -> int:
+    """Drops top-level nodes none of whose outputs reach a graph output; returns how many."""
+    needed, kept = {o.name for o in graph.output}, []
+    for node in reversed(graph.node):
+        if any(name in needed for name in node.output):
+            kept.append(node)
+            needed.update(node.input)
+            needed.update(_outer_names(node))
+    removed = len(graph.node) - len(kept)
+    if removed:
+        del graph.node[:]
+        graph.node.extend(reversed(kept))
+    return removed
+
+
+def _outer_names(node) -> set[str]:
+    """Names a node's subgraphs (a Scan's body) read from the enclosing graph (or may: every input name they use)."""
+    from onnx import AttributeProto
+
+    names = set()
+    for attribute in node.attribute:
+        subgraphs = [attribute.g] if attribute.type == AttributeProto.GRAPH else list(attribute.graphs)
+        for subgraph in subgraphs:
+            for inner in subgraph.node:
+                names.update(inner.input)
+                names.update(_outer_names(inner))
+    return names
 
 
 def _replace(graph, old: list, new: list) -> None:
