@@ -7,7 +7,9 @@ decode step, where the time of small ops (~10 us each at batch 1) exceeded that 
   then folds a residual `Add` before it into `SkipSimplifiedLayerNormalization`);
 - the GRU mixer's short causal conv (`Concat(past, x) -> Conv` depthwise, and the `Slice` of its last `kernel - 1`
   inputs, the next state) into one com.microsoft `CausalConvWithState`. onnxruntime's grouped `Conv` ran one small
-  GEMM per channel.
+  GEMM per channel;
+- weight matmuls that share their input (an MLP's gate and up projections, attention's q, k and v) into one matmul
+  by the weights side by side and a `Split`.
 
 A pattern that does not match exactly (another dtype's casts, other attributes) is left as it is.
 """
@@ -23,6 +25,7 @@ def fuse_onnx_graph(model) -> dict[str, int]:
     counts = {"rms_norm": _fuse_rms_norms(graph)}  # first: the skip fusion reads its output
     counts["skip_rms_norm"] = _fuse_skip_rms_norms(graph)
     counts["causal_conv"] = _fuse_causal_convs(graph)
+    counts["merged_matmuls"] = _merge_sibling_matmuls(graph)
     counts["dead_nodes"] = _remove_dead_nodes(graph)  # e.g. the index arithmetic of the conv state's old Slice
     uses_microsoft = any(node.domain == MICROSOFT for node in graph.node)
     if uses_microsoft and not any(o.domain == MICROSOFT for o in model.opset_import):
@@ -232,6 +235,42 @@ def _static_dims(graph, name: str) -> list | None:
             dims = value.type.tensor_type.shape.dim
             return [d.dim_value if d.HasField("dim_value") else None for d in dims]
     return None
+
+
+def _merge_sibling_matmuls(graph) -> int:
+    """`MatMul`s of one input by different weight matrices (an MLP's gate and up projections, attention's q, k and v)
+    into one `MatMul` by the weights side by side, then a `Split`: one weight read per input, which the int8 graph's
+    `MatMulNBits` (blocks along the input dim, per output column) quantizes exactly as it did the parts. Returns the
+    number of merged groups."""
+    from onnx import helper, numpy_helper
+
+    g, count = _Graph(graph), 0
+    groups: dict[str, list] = {}
+    for node in graph.node:
+        weight = g.initializers.get(node.input[1]) if node.op_type == "MatMul" else None
+        if weight is not None and len(weight.dims) == 2 and len(g.consumers[weight.name]) == 1:
+            groups.setdefault(node.input[0], []).append(node)
+    for x, matmuls in groups.items():
+        weights = [numpy_helper.to_array(g.initializers[m.input[1]]) for m in matmuls]
+        if len(matmuls) < 2 or len({w.shape[0] for w in weights}) != 1 or len({w.dtype for w in weights}) != 1:
+            continue
+        name = f"{matmuls[0].output[0]}.merged"
+        graph.initializer.append(numpy_helper.from_array(numpy.concatenate(weights, axis=1), f"{name}.weight"))
+        sizes = numpy_helper.from_array(
+            numpy.asarray([w.shape[1] for w in weights], dtype=numpy.int64), f"{name}.sizes"
+        )
+        graph.initializer.append(sizes)
+        nodes = [
+            helper.make_node("MatMul", [x, f"{name}.weight"], [name], name=name),
+            helper.make_node(
+                "Split", [name, sizes.name], [m.output[0] for m in matmuls], axis=-1, name=f"{name}.split"
+            ),
+        ]
+        _replace(graph, matmuls, nodes)
+        for m in matmuls:
+            graph.initializer.remove(g.initializers[m.input[1]])
+        count += 1
+    return count
 
 
 def _remove_dead_nodes(graph) -> int:

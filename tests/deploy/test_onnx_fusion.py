@@ -35,7 +35,7 @@ def _op_types(path) -> collections.Counter:
     return collections.Counter(node.op_type for node in onnx.load(str(path)).graph.node)
 
 
-def test_norms_and_convs_become_fused_ops(graphs):
+def test_norms_convs_and_sibling_matmuls_become_fused_ops(graphs):
     config, plain, fused = graphs
     before, after = _op_types(plain), _op_types(fused)
     gru_layers = config.layer_types.count("linear_attention")
@@ -45,6 +45,9 @@ def test_norms_and_convs_become_fused_ops(graphs):
     assert after["CausalConvWithState"] == gru_layers
     # every norm but the first (of the embeddings) follows a residual sum
     assert after["SimplifiedLayerNormalization"] == 1 and after["SkipSimplifiedLayerNormalization"] == norms - 1
+    # one weight matmul per MLP (gate and up merged) and per attention layer (q, k and v merged), then a Split
+    attention_layers = config.num_hidden_layers - gru_layers
+    assert before["MatMul"] - after["MatMul"] == config.num_hidden_layers + 2 * attention_layers
     assert sum(after.values()) < sum(before.values()) - 6 * norms - 2 * gru_layers
 
 
