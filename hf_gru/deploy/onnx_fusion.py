@@ -3,8 +3,8 @@ decode step, where the time of small ops (~10 us each at batch 1) exceeded that 
 
 `fuse_onnx_graph` rewrites, in place:
 - RMSNorm (`Pow(x, 2) -> ReduceMean -> Add(eps) -> Sqrt -> Reciprocal -> Mul(x) -> Mul(weight)`, how the dynamo
-  exporter writes `HybridGRURMSNorm`) into one `SimplifiedLayerNormalization` (onnxruntime's RMSNorm; its optimizer
-  then folds a residual `Add` before it into `SkipSimplifiedLayerNormalization`);
+  exporter writes `HybridGRURMSNorm`) into one `SimplifiedLayerNormalization` (onnxruntime's RMSNorm), and one with
+  the residual `Add` before it into com.microsoft `SkipSimplifiedLayerNormalization`;
 - the GRU mixer's short causal conv (`Concat(past, x) -> Conv` depthwise, and the `Slice` of its last `kernel - 1`
   inputs, the next state) into one com.microsoft `CausalConvWithState`. onnxruntime's grouped `Conv` ran one small
   GEMM per channel;
@@ -76,6 +76,13 @@ def _small(initializer) -> bool:
     return size <= 16
 
 
+def _float_tensor(initializer, rank: int) -> bool:
+    """A float32 initializer of that rank: the fused kernels' CPU type (a half-precision graph keeps its ops)."""
+    from onnx import TensorProto
+
+    return initializer.data_type == TensorProto.FLOAT and len(initializer.dims) == rank
+
+
 def _attributes(node) -> dict:
     from onnx import helper
 
@@ -102,16 +109,15 @@ def _fuse_rms_norms(graph) -> int:
 def _fuse_skip_rms_norms(graph) -> int:
     """`Add(a, b) -> SimplifiedLayerNormalization` (a residual sum, then its norm) into one com.microsoft
     `SkipSimplifiedLayerNormalization`, whose fourth output is the sum for the other readers of the `Add`. onnxruntime's
-    own fusion of this pair needs static shapes, which a graph with dynamic batch and sequence lengths lacks."""
+    own fusion of this pair needs static shapes, which a graph with dynamic batch and sequence lengths lacks; the two
+    summands have one shape here (batch, sequence, hidden), as that kernel requires."""
     from onnx import helper
 
     g, count = _Graph(graph), 0
     for norm in [n for n in graph.node if n.op_type == "SimplifiedLayerNormalization"]:
         add = g.producers.get(norm.input[0])
         if add is None or add.op_type != "Add" or any(name in g.initializers for name in add.input):
-            continue
-        if any(g.producers.get(name) is None and name not in _graph_inputs(graph) for name in add.input):
-            continue
+            continue  # a sum of two activations (the residual stream and a block's output), not a bias
         epsilon = _attributes(norm)["epsilon"]
         others = [u for u in g.consumers.get(add.output[0], []) if u is not norm]
         summed = add.output[0] if others or add.output[0] in g.outputs else ""
@@ -126,10 +132,6 @@ def _fuse_skip_rms_norms(graph) -> int:
         _replace(graph, [add, norm], [fused])
         count += 1
     return count
-
-
-def _graph_inputs(graph) -> set[str]:
-    return {i.name for i in graph.input}
 
 
 def _match_rms_norm(g: _Graph, pow_node):
@@ -155,7 +157,7 @@ def _match_rms_norm(g: _Graph, pow_node):
         return None
     scale = g.only_consumer(normed.output[0], "Mul")
     weight = scale and g.other_input(scale, normed.output[0])
-    if weight is None or weight not in g.initializers or len(g.initializers[weight].dims) != 1:
+    if weight is None or weight not in g.initializers or not _float_tensor(g.initializers[weight], 1):
         return None
     return [pow_node, mean, add, sqrt, reciprocal, normed, scale], x, weight, float(eps), scale.output[0]
 
@@ -187,7 +189,7 @@ def _match_causal_conv(g: _Graph, conv):
     """(concat, slices, past, x) of a depthwise causal conv over `Concat(past, x)` whose other readers are slices of
     the last `kernel - 1` inputs, or None. `past` must be a graph input of static length `kernel - 1`."""
     weight = g.initializers.get(conv.input[1])
-    if weight is None or len(weight.dims) != 3 or weight.dims[1] != 1:
+    if weight is None or not _float_tensor(weight, 3) or weight.dims[1] != 1:
         return None
     channels, _, kernel = weight.dims
     attrs = _attributes(conv)

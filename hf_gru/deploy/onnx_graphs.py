@@ -1,5 +1,6 @@
 """ONNX export: `export_onnx` traces a causal LM, time-series or CTC model's step module (`hf_gru.deploy.steps`) with
-torch.export and the dynamo ONNX exporter into an export folder, float32 or dynamically quantized to int8."""
+torch.export and the dynamo ONNX exporter into an export folder, float32 or dynamically quantized to int8. The traced
+graph is rewritten into onnxruntime's fused ops (`hf_gru.deploy.onnx_fusion`) before it is saved or quantized."""
 
 import os
 from pathlib import Path
