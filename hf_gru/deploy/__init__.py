@@ -1,7 +1,8 @@
 """Running models outside PyTorch training: export with the recurrent state as explicit tensors (`steps`: the traced
-form of each head; `onnx_graphs` and `executorch`: the exporters; `folder`: the export folder format), runtimes that
-carry that state between calls (`runtime`, `onnx_runtime`, `executorch`), int8 quantization (`quantization`) and
-pruning (`pruning`). They import the model (`hf_gru.models`) only.
+form of each head; `onnx_graphs` and `executorch`: the exporters; `onnx_fusion`: rewrites of the ONNX graph into
+onnxruntime's fused ops; `folder`: the export folder format), runtimes that carry that state between calls (`runtime`,
+`onnx_runtime`, `executorch`), int8 quantization (`quantization`) and pruning (`pruning`). They import the model
+(`hf_gru.models`) only.
 
 The names below load on first use: the exporters and their runtimes are not needed to train or load a model.
 """

@@ -1,5 +1,6 @@
 """ONNX export: `export_onnx` traces a causal LM, time-series or CTC model's step module (`hf_gru.deploy.steps`) with
-torch.export and the dynamo ONNX exporter into an export folder, float32 or dynamically quantized to int8."""
+torch.export and the dynamo ONNX exporter into an export folder, float32 or dynamically quantized to int8. The traced
+graph is rewritten into onnxruntime's fused ops (`hf_gru.deploy.onnx_fusion`) before it is saved or quantized."""
 
 import os
 from pathlib import Path
@@ -10,6 +11,7 @@ from ..models.hybrid_gru.modeling_hybrid_gru import HybridGRUForCausalLM
 from ..models.hybrid_gru.modeling_hybrid_gru_ctc import HybridGRUForCTC
 from ..models.hybrid_gru.modeling_hybrid_gru_time_series import HybridGRUForTimeSeriesPrediction
 from .folder import GRAPH_INPUTS, ONNX_FILE, ONNX_FORMAT, export_folder, time_series_outputs
+from .onnx_fusion import fuse_onnx_graph
 from .steps import (
     SUBSAMPLING,
     CausalLMStep,
@@ -84,8 +86,9 @@ def _quantizer(quantize: str | None):
     return quantize_onnx_int8
 
 
-def _export_onnx_graph(model, path: Path, opset_version: int) -> None:
-    """Traces the model's step module with torch.export (dynamic batch, sequence, past lengths) into an ONNX file."""
+def _export_onnx_graph(model, path: Path, opset_version: int, fuse: bool = True) -> None:
+    """Traces the model's step module with torch.export (dynamic batch, sequence, past lengths) into an ONNX file;
+    with `fuse`, norms and short convs are rewritten into onnxruntime's fused ops (`onnx_fusion.fuse_onnx_graph`)."""
     module, inputs, input_names, output_names, dynamic_shapes = _onnx_signature(model)
     with torch.no_grad():
         program = torch.onnx.export(
@@ -99,6 +102,12 @@ def _export_onnx_graph(model, path: Path, opset_version: int) -> None:
             verbose=False,
         )
     program.save(str(path))
+    if fuse:
+        import onnx
+
+        graph = onnx.load(str(path))
+        fuse_onnx_graph(graph)
+        onnx.save(graph, str(path))
 
 
 def _onnx_signature(model) -> tuple:

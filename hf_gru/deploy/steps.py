@@ -168,13 +168,16 @@ def attention_step(
     value = attention.v_proj(x).view(shape).transpose(1, 2)
     query, key = apply_rotary_pos_emb(query, key, *position_embeddings)
     key, value = torch.cat([past_key, key], dim=2), torch.cat([past_value, value], dim=2)
-    # Grouped-query heads without `repeat_kv`: query heads h = kv * groups + g, as repeat_kv orders them, attend to
-    # kv head `kv` through a broadcast. (The expand + reshape of repeat_kv made torch.export add a stride guard it
-    # then cannot prove for a bounded past length, which ExecuTorch needs.)
+    # Grouped-query heads without `repeat_kv`: query heads h = kv * groups + g, as repeat_kv orders them, are the
+    # G * T rows of one matmul per kv head `kv`. (The expand + reshape of repeat_kv made torch.export add a stride
+    # guard it then cannot prove for a bounded past length, which ExecuTorch needs; a broadcast over the G heads made
+    # onnxruntime pack the keys and values once per query head.)
     batch, heads, seq_len, head_dim = query.shape
     kv_heads = key.shape[1]
-    query = query.view(batch, kv_heads, heads // kv_heads, seq_len, head_dim)
-    scores = query @ key.unsqueeze(2).transpose(3, 4) * attention.scaling + bias.unsqueeze(2)  # (B, kvH, G, T, S)
+    groups = heads // kv_heads
+    query = query.reshape(batch, kv_heads, groups * seq_len, head_dim)
+    scores = (query @ key.transpose(2, 3) * attention.scaling).view(batch, kv_heads, groups, seq_len, -1)
+    scores = scores + bias.unsqueeze(2)  # (B, kvH, G, T, S)
     weights = scores.softmax(-1, dtype=torch.float32).to(query.dtype)
     out = (weights @ value.unsqueeze(2)).view(batch, heads, seq_len, head_dim)
     out = out.transpose(1, 2).reshape(batch, seq_len, heads * head_dim)  # (B, T, H * hd)
