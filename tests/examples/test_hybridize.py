@@ -66,3 +66,12 @@ def test_hybridize_converts_and_distils_a_trained_llama(tmp_path):
     assert model.config.vocab_size == teacher.config.vocab_size and model.config.head_dim == teacher.config.head_dim
     out = model.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=4, do_sample=False)
     assert out.shape == (1, 7)
+
+    # evaluate_hybrids.py, limited to the run's 16 held-out blocks, measures what the run reported
+    evaluated = load_example("evaluate_hybrids").main(
+        ["--teacher", str(teacher_dir), "--hybrids", str(output_dir), "--block_size", "32", "--max_eval_samples", "16",
+         "--validation_file", str(tmp_path / "valid.txt"), "--train_file", str(tmp_path / "train.txt")]
+    )  # fmt: skip
+    assert evaluated["blocks"] == 16
+    assert evaluated["teacher"] == pytest.approx(metrics["teacher_perplexity"], rel=1e-4)
+    assert evaluated["hybrid"] == pytest.approx(metrics["after_logits_perplexity"], rel=1e-4)
