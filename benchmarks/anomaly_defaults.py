@@ -1,11 +1,13 @@
 """How the anomaly detector's scoring defaults were chosen: on TRAIN_A (labelled validation data), never on TEST.
 
-    python benchmarks/anomaly_defaults.py --threads 1 --json benchmarks/results/cpu_anomaly_defaults.json
+    python benchmarks/anomaly_defaults.py --threads 1 --corrupt 0 --warmup-off --json benchmarks/results/cpu_anomaly_defaults.json
+    python benchmarks/anomaly_defaults.py --threads 1 --seeds 0 1 2 --corrupt 0 0.1 --smoothing 25 50 100
 
-Trains the default detector (`DEFAULT_TRAINING`, context 200) on aeon's ecg-diff-count-3 TRAIN_NA for each seed, then
-scores TRAIN_A (10,000 samples with labelled anomalies) with the same weights under each scoring option: the
-smoothing window, and the warm-up residual scale on or off (off: the stationary scale from the first step). Point
-AUC-PR and range VUS-PR from aeon; they rank scores, so the threshold plays no part.
+Trains the default detector (`DEFAULT_TRAINING`, context 200) on aeon's ecg-diff-count-3 TRAIN_NA for each seed and
+each `--corrupt` value (fit's `corrupt_probability`), then scores TRAIN_A (10,000 samples with labelled anomalies)
+with the same weights under each scoring option: the smoothing window and, with `--warmup-off`, the warm-up residual
+scale off as well (the stationary scale from the first step). Point AUC-PR and range VUS-PR from aeon; they rank
+scores, so the threshold plays no part.
 """
 
 import itertools
