@@ -89,21 +89,34 @@ def _attributes(node) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+def _rewrite_each(graph, op_type: str, rewrite) -> int:
+    """Applies `rewrite(g, node)` to every `op_type` node of the graph: it returns (old nodes, new nodes) where the
+    node starts a pattern, else None. One index `g` serves the whole pass (the patterns it replaces are disjoint).
+    Returns the number of rewrites."""
+    g, count = _Graph(graph), 0
+    for node in [n for n in graph.node if n.op_type == op_type]:
+        change = rewrite(g, node)
+        if change is not None:
+            _replace(graph, *change)
+            count += 1
+    return count
+
+
 def _fuse_rms_norms(graph) -> int:
+    return _rewrite_each(graph, "Pow", _rms_norm_rewrite)
+
+
+def _rms_norm_rewrite(g: _Graph, pow_node):
     from onnx import helper
 
-    g, count = _Graph(graph), 0
-    for pow_node in [n for n in graph.node if n.op_type == "Pow"]:
-        match = _match_rms_norm(g, pow_node)
-        if match is None:
-            continue
-        nodes, x, weight, eps, out = match
-        fused = helper.make_node(
-            "SimplifiedLayerNormalization", [x, weight], [out], axis=-1, epsilon=eps, name=f"{out}.rms_norm"
-        )
-        _replace(graph, nodes, [fused])
-        count += 1
-    return count
+    match = _match_rms_norm(g, pow_node)
+    if match is None:
+        return None
+    nodes, x, weight, eps, out = match
+    fused = helper.make_node(
+        "SimplifiedLayerNormalization", [x, weight], [out], axis=-1, epsilon=eps, name=f"{out}.rms_norm"
+    )
+    return nodes, [fused]
 
 
 def _fuse_skip_rms_norms(graph) -> int:
@@ -111,27 +124,27 @@ def _fuse_skip_rms_norms(graph) -> int:
     `SkipSimplifiedLayerNormalization`, whose fourth output is the sum for the other readers of the `Add`. onnxruntime's
     own fusion of this pair needs static shapes, which a graph with dynamic batch and sequence lengths lacks; the two
     summands have one shape here (batch, sequence, hidden), as that kernel requires."""
+    return _rewrite_each(graph, "SimplifiedLayerNormalization", _skip_rms_norm_rewrite)
+
+
+def _skip_rms_norm_rewrite(g: _Graph, norm):
     from onnx import helper
 
-    g, count = _Graph(graph), 0
-    for norm in [n for n in graph.node if n.op_type == "SimplifiedLayerNormalization"]:
-        add = g.producers.get(norm.input[0])
-        if add is None or add.op_type != "Add" or any(name in g.initializers for name in add.input):
-            continue  # a sum of two activations (the residual stream and a block's output), not a bias
-        epsilon = _attributes(norm)["epsilon"]
-        others = [u for u in g.consumers.get(add.output[0], []) if u is not norm]
-        summed = add.output[0] if others or add.output[0] in g.outputs else ""
-        fused = helper.make_node(
-            "SkipSimplifiedLayerNormalization",
-            [*add.input, norm.input[1]],
-            [norm.output[0], "", "", summed],
-            domain=MICROSOFT,
-            epsilon=epsilon,
-            name=f"{norm.output[0]}.skip",
-        )
-        _replace(graph, [add, norm], [fused])
-        count += 1
-    return count
+    add = g.producers.get(norm.input[0])
+    if add is None or add.op_type != "Add" or any(name in g.initializers for name in add.input):
+        return None  # a sum of two activations (the residual stream and a block's output), not a bias
+    epsilon = _attributes(norm)["epsilon"]
+    others = [u for u in g.consumers.get(add.output[0], []) if u is not norm]
+    summed = add.output[0] if others or add.output[0] in g.outputs else ""
+    fused = helper.make_node(
+        "SkipSimplifiedLayerNormalization",
+        [*add.input, norm.input[1]],
+        [norm.output[0], "", "", summed],
+        domain=MICROSOFT,
+        epsilon=epsilon,
+        name=f"{norm.output[0]}.skip",
+    )
+    return [add, norm], [fused]
 
 
 def _match_rms_norm(g: _Graph, pow_node):
@@ -163,26 +176,26 @@ def _match_rms_norm(g: _Graph, pow_node):
 
 
 def _fuse_causal_convs(graph) -> int:
+    return _rewrite_each(graph, "Conv", _causal_conv_rewrite)
+
+
+def _causal_conv_rewrite(g: _Graph, conv):
     from onnx import helper
 
-    g, count = _Graph(graph), 0
-    for conv in [n for n in graph.node if n.op_type == "Conv"]:
-        match = _match_causal_conv(g, conv)
-        if match is None:
-            continue
-        concat, slices, past, x = match
-        state = slices[0].output[0] if slices else f"{conv.output[0]}.state"
-        fused = helper.make_node(
-            "CausalConvWithState",
-            [x, *conv.input[1:3], *([""] if len(conv.input) < 3 else []), past],
-            [conv.output[0], state],
-            domain=MICROSOFT,
-            name=f"{conv.output[0]}.causal_conv",
-        )
-        extra = [helper.make_node("Identity", [state], [s.output[0]]) for s in slices[1:]]
-        _replace(graph, [concat, conv, *slices], [fused, *extra])
-        count += 1
-    return count
+    match = _match_causal_conv(g, conv)
+    if match is None:
+        return None
+    concat, slices, past, x = match
+    state = slices[0].output[0] if slices else f"{conv.output[0]}.state"
+    fused = helper.make_node(
+        "CausalConvWithState",
+        [x, *conv.input[1:3], *([""] if len(conv.input) < 3 else []), past],
+        [conv.output[0], state],
+        domain=MICROSOFT,
+        name=f"{conv.output[0]}.causal_conv",
+    )
+    extra = [helper.make_node("Identity", [state], [s.output[0]]) for s in slices[1:]]
+    return [concat, conv, *slices], [fused, *extra]
 
 
 def _match_causal_conv(g: _Graph, conv):
