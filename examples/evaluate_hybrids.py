@@ -15,7 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import hf_gru  # noqa: F401  (registers model_type "hybrid_gru" with the Auto classes)
@@ -62,5 +61,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    with torch.no_grad():
-        main()
+    main()
