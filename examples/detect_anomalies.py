@@ -14,7 +14,8 @@ Output in `--output_dir`: `scores.csv` (`timestamp,score`, one row per test row,
 `metrics.json` (when the test file has labels of both kinds: point AUC-ROC and AUC-PR, VUS-PR, and the threshold's point
 precision/recall/F1 and range F1), `scores.png` (signal, scores, threshold, alarms, true anomalies shaded) and the
 detector in `model/` (a Hub-ready model folder plus `anomaly_detector.json`; load it with
-`HybridGRUAnomalyDetector.from_pretrained`). Any `TrainingArguments` flag works (`--max_steps`, `--learning_rate`,
+`HybridGRUAnomalyDetector.from_pretrained`; with `--nearest_state` (the default) also
+`anomaly_reference_states.safetensors`). Any `TrainingArguments` flag works (`--max_steps`, `--learning_rate`,
 `--per_device_train_batch_size`, `--seed`, ...).
 """
 
@@ -57,6 +58,11 @@ class AnomalyArguments:
     corrupt_probability: float = field(
         default=DEFAULT_CORRUPT_PROBABILITY, metadata={"help": "Share of training windows with a corrupted segment."}
     )
+    nearest_state: bool = field(
+        default=True,
+        metadata={"help": "Also score each step by its model state's distance to the nearest normal state (False: the "
+                  "forecast residual alone)."},
+    )  # fmt: skip
     threshold_method: str = field(default="pot", metadata={"help": "'pot' (extreme value theory) or 'quantile'."})
     threshold_risk: float = field(default=1e-3, metadata={"help": "POT: probability of a false alarm per step."})
     threshold_quantile: float = field(default=0.999, metadata={"help": "'quantile': quantile of held-out scores."})
@@ -116,6 +122,20 @@ def plot_scores(path: Path, test: LabelledSeries, scores: np.ndarray, threshold:
     plt.close(fig)
 
 
+def model_card_summary(detector: HybridGRUAnomalyDetector) -> str:
+    if detector.reference_states is None:
+        return (
+            "One-step-ahead forecast residuals of a HybridGRU time-series model, as robust z-scores (`anomaly_detector"
+            f".json`: standardisation, residual scale, smoothing, threshold {detector.threshold:.4g})."
+        )
+    return (
+        "One-step-ahead forecast residuals of a HybridGRU time-series model plus the distance of its state to the "
+        "nearest state of normal data, as robust z-scores (`anomaly_detector.json`: standardisation, residual and "
+        f"distance scales, smoothing, threshold {detector.threshold:.4g}; `anomaly_reference_states.safetensors`: "
+        "the normal states)."
+    )
+
+
 def write_outputs(
     folder: Path, detector, test: LabelledSeries, scores: np.ndarray, metrics: dict | None, command: str
 ) -> None:
@@ -129,8 +149,7 @@ def write_outputs(
     write_model_card(
         folder / "model",
         title="HybridGRU anomaly detector",
-        summary="One-step-ahead forecast residuals of a HybridGRU time-series model, as robust z-scores "
-        f"(`anomaly_detector.json`: standardisation, residual scale, smoothing, threshold {detector.threshold:.4g}).",
+        summary=model_card_summary(detector),
         metrics=metrics or {},
         command=command,
         pipeline_tag="time-series-forecasting",
@@ -170,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         detector.fit(train.values, training_args, train_observed_mask=observed,
                      validation_fraction=args.validation_fraction, smoothing_window=args.smoothing_window,
                      threshold_method=args.threshold_method, corrupt_probability=args.corrupt_probability,
-                     **threshold_kwargs)  # fmt: skip
+                     nearest_state=args.nearest_state, **threshold_kwargs)  # fmt: skip
         scores = detector.score(test.values)
         metrics = None
         if test.labels is not None and len(np.unique(test.labels)) == 1:

@@ -34,14 +34,23 @@ def load_example():
     return module
 
 
-def make_detector(channels: int = CHANNELS, smoothing_window: int = 5) -> HybridGRUAnomalyDetector:
-    """A tiny untrained detector with a hand-set calibration (the scoring arithmetic does not care about training)."""
+def make_detector(
+    channels: int = CHANNELS, smoothing_window: int = 5, nearest_state: bool = False
+) -> HybridGRUAnomalyDetector:
+    """A tiny untrained detector with a hand-set calibration (the scoring arithmetic does not care about training);
+    `nearest_state`: with the nearest-state term, against 40 random reference states and a 3-step warm-up scale."""
     detector = HybridGRUAnomalyDetector.from_config(channels, CONTEXT, seed=0, **TINY)
     detector.model.eval()
     detector.state = DetectorState(
         loc=[0.5] * channels, scale=[2.0] * channels, residual_median=[0.1] * channels,
         residual_scale=[0.7] * channels, smoothing_window=smoothing_window, threshold=1.5, threshold_method="quantile",
     )  # fmt: skip
+    if nearest_state:
+        hidden_size = detector.model.config.hidden_size
+        rng = np.random.default_rng(0)
+        detector.reference_states = rng.standard_normal((channels, 40, hidden_size)).astype(np.float32)
+        detector.state.state_distance_median, detector.state.state_distance_scale = [3.0] * channels, [0.5] * channels
+        detector.state.warmup_state_distance_scale = [[2.0] * channels, [1.0] * channels, [0.6] * channels]
     return detector
 
 
@@ -63,11 +72,13 @@ def streamed(detector, series, sizes, mask=None, stepwise=False) -> np.ndarray:
 
 @pytest.mark.parametrize("chunking", ["ones", "sevens", "random", "one-chunk"])
 @pytest.mark.parametrize("forward_steps", [4096, 4])
-def test_batched_scores_equal_the_stepwise_loop(chunking, forward_steps, monkeypatch, one_torch_thread):
-    """The batched scorer (forwards of up to `SCORING_CHUNK` steps, each giving every step's forecast at once) gives
-    the scores of the reference loop (one forward per step), offline and streamed in chunks of any size."""
+@pytest.mark.parametrize("nearest_state", [False, True])
+def test_batched_scores_equal_the_stepwise_loop(chunking, forward_steps, nearest_state, monkeypatch, one_torch_thread):
+    """The batched scorer (forwards of up to `SCORING_CHUNK` steps, each giving every step's forecast and state at
+    once) gives the scores of the reference loop (one forward per step), offline and streamed in chunks of any size,
+    with and without the nearest-state term."""
     monkeypatch.setattr(anomaly_detector, "SCORING_CHUNK", forward_steps)
-    detector, series = make_detector(), signal(30)
+    detector, series = make_detector(nearest_state=nearest_state), signal(30)
     reference = detector.score(series, stepwise=True)
     assert reference.shape == (30,) and np.isfinite(reference).all()
     np.testing.assert_allclose(streamed(detector, series, [1] * 30, stepwise=True), reference, rtol=0, atol=1e-6)
@@ -76,10 +87,12 @@ def test_batched_scores_equal_the_stepwise_loop(chunking, forward_steps, monkeyp
     np.testing.assert_allclose(streamed(detector, series, sizes), reference, rtol=0, atol=1e-5)
 
 
-def test_residuals_are_the_forecasting_heads_one_shot_forecasts(one_torch_thread):
-    """The cached one-step loop gives the forecast of one call over [padding, x_0..x_{t-1}], for every t."""
+def test_residuals_and_states_are_the_forecasting_heads_one_shot_ones(one_torch_thread):
+    """The cached one-step loop gives the forecast of one call over [padding, x_0..x_{t-1}], and the state after step
+    t of one call over [padding, x_0..x_t], for every t."""
     detector, series = make_detector(), signal(12)
-    residuals = detector.stream().residuals(series, np.ones_like(series))
+    residuals, states = detector.stream().advance(series, np.ones_like(series))
+    assert states.shape == (12, CHANNELS, TINY["hidden_size"])
     standardised = torch.as_tensor((series - 0.5) / 2.0)
     padded = torch.cat([torch.zeros(CONTEXT, CHANNELS), standardised])
     observed = torch.cat([torch.zeros(CONTEXT, CHANNELS), torch.ones(len(series), CHANNELS)])
@@ -90,10 +103,15 @@ def test_residuals_are_the_forecasting_heads_one_shot_forecasts(one_torch_thread
             )
             expected = standardised[t] - out.prediction_outputs[0, 0]
             np.testing.assert_allclose(residuals[t], expected.numpy(), atol=1e-5)
+            out = detector.model(
+                past_values=padded[None, : CONTEXT + t + 1], past_observed_mask=observed[None, : CONTEXT + t + 1]
+            )
+            np.testing.assert_allclose(states[t], out.forecast_hidden_states[0, :, 0].numpy(), atol=1e-5)
 
 
-def test_masked_points_are_ignored_and_unmasked_nan_is_refused(one_torch_thread):
-    detector, series = make_detector(), signal(20)
+@pytest.mark.parametrize("nearest_state", [False, True])
+def test_masked_points_are_ignored_and_unmasked_nan_is_refused(nearest_state, one_torch_thread):
+    detector, series = make_detector(nearest_state=nearest_state), signal(20)
     mask = np.ones_like(series)
     mask[3:6, 0] = 0  # one channel missing
     mask[10:12] = 0  # every channel missing
@@ -193,9 +211,19 @@ def test_fit_with_trainer_calibrates_on_held_out_normal_data(tmp_path, one_torch
     assert state.loc[0] == pytest.approx(train[:90].mean(), rel=1e-5)  # standardisation from the training part only
     assert state.smoothing_window == 3 and len(state.residual_scale) == 1
     assert state.threshold_method == "quantile"  # 30 held-out scores: too few for POT, the fallback is recorded
+    # the reference: the states of the 90 training steps, then of the 30 held-out ones, one per step and channel
+    assert detector.reference_states.shape == (1, 120, TINY["hidden_size"])
+    assert len(state.state_distance_scale) == 1 and np.array(state.warmup_state_distance_scale).shape == (CONTEXT, 1)
     held_out = detector.calibrate(train[90:], None, train[:90], None, smoothing_window=3, threshold_method="quantile",
                                   quantile=0.9)  # fmt: skip
     assert state.threshold == pytest.approx(np.quantile(held_out, 0.9))
+    residual_only = detector.calibrate(
+        train[90:], smoothing_window=3, threshold_method="quantile", nearest_state=False
+    )
+    assert detector.reference_states is None and state.state_distance_scale == []
+    assert (np.abs(residual_only - held_out) > 1e-3).any()
+    with pytest.raises(ValueError, match="warmup_series"):
+        detector.calibrate(train[90:], threshold_method="quantile")  # nearest_state needs normal states to compare to
 
 
 def periodic(length: int, seed: int) -> np.ndarray:
@@ -206,31 +234,41 @@ def periodic(length: int, seed: int) -> np.ndarray:
     )
 
 
-RECOVERY_STEPS = 10  # README: unsmoothed scores fall back below the threshold within 10 steps of a one-step spike
+RECOVERY_STEPS = 10  # README: unsmoothed residual scores fall back below the threshold within 10 steps of a spike
 
 
 def test_warm_up_and_recovery_after_a_spike(tmp_path, one_torch_thread):
     """A detector trained on a periodic signal scores a fresh stream with one spike: the spike has the top score, the
-    scores are back below the threshold within RECOVERY_STEPS steps after it, and the stream's first steps (short
-    context) score like the rest thanks to the warm-up residual scale; without it they score higher and raise an alarm
-    (here 0.85 and 1.47 on average, against 0.83 over the normal steps after them)."""
+    scores are back below the threshold within `context_length` steps after it (the model state, which the nearest-
+    state term measures, holds the spike while the attention window sees it), and within RECOVERY_STEPS steps with the
+    residual term alone. The stream's first steps (short context) score like the rest thanks to the warm-up scales;
+    without the residual one they score higher and raise an alarm (here 0.85 and 1.47 on average, against 0.83 over
+    the normal steps after them)."""
     context, spike = 25, 300
     detector = HybridGRUAnomalyDetector.from_config(1, context, seed=0, **dict(TINY, num_hidden_layers=3))
     args = TrainingArguments(tmp_path, max_steps=150, per_device_train_batch_size=16, learning_rate=3e-3,
                              lr_scheduler_type="cosine", warmup_steps=10, report_to="none", save_strategy="no",
                              use_cpu=True, disable_tqdm=True, seed=0)  # fmt: skip
-    detector.fit(periodic(1500, seed=0), args, smoothing_window=1, threshold_method="quantile", quantile=0.999)
-    warmup_scale = np.array(detector.state.warmup_residual_scale)
-    assert warmup_scale.shape == (context, 1) and (np.diff(warmup_scale, axis=0) <= 0).all()
-    assert (warmup_scale >= np.array(detector.state.residual_scale)).all()
+    train = periodic(1500, seed=0)
+    options = dict(smoothing_window=1, threshold_method="quantile", quantile=0.999)
+    detector.fit(train, args, **options)
+    for scale, stationary in (
+        ("warmup_residual_scale", "residual_scale"),
+        ("warmup_state_distance_scale", "state_distance_scale"),
+    ):
+        warmup_scale = np.array(getattr(detector.state, scale))
+        assert warmup_scale.shape == (context, 1) and (np.diff(warmup_scale, axis=0) <= 0).all()
+        assert (warmup_scale >= np.array(getattr(detector.state, stationary))).all()
 
     test = periodic(600, seed=1)
     test[spike] += 5.0
-    scores, threshold = detector.score(test), detector.threshold
-    assert scores.argmax() == spike and scores[spike] > 3 * threshold
-    assert (scores[spike + RECOVERY_STEPS : spike + RECOVERY_STEPS + 50] < threshold).all()
-    normal = scores[context:spike]
-    assert scores[:context].mean() < 1.2 * normal.mean() and scores[:context].max() < threshold
+    for nearest_state, recovery in ((True, context), (False, RECOVERY_STEPS)):
+        detector.calibrate(train[1200:], None, train[:1200], None, nearest_state=nearest_state, **options)
+        scores, threshold = detector.score(test), detector.threshold
+        assert scores.argmax() == spike and scores[spike] > 3 * threshold
+        assert (scores[spike + recovery : spike + recovery + 50] < threshold).all()
+        normal = scores[context:spike]
+        assert scores[:context].mean() < 1.2 * normal.mean() and scores[:context].max() < threshold
     detector.state.warmup_residual_scale = []  # the stationary scale from the first step, as detectors saved before
     cold = detector.score(test)
     assert cold[:context].mean() > 1.5 * normal.mean() and cold[:context].max() > threshold  # a false alarm
@@ -238,11 +276,23 @@ def test_warm_up_and_recovery_after_a_spike(tmp_path, one_torch_thread):
 
 
 def test_save_load_round_trip(tmp_path, one_torch_thread):
-    detector, series = make_detector(), signal(15)
+    detector, series = make_detector(nearest_state=True), signal(15)
     detector.save_pretrained(tmp_path / "detector")
     loaded = HybridGRUAnomalyDetector.from_pretrained(tmp_path / "detector")
     assert loaded.state == detector.state
+    np.testing.assert_array_equal(loaded.reference_states, detector.reference_states)
     np.testing.assert_allclose(loaded.score(series), detector.score(series), rtol=1e-6)  # float32 kernels may differ
+    reference_file = tmp_path / "detector" / "anomaly_reference_states.safetensors"
+    make_detector().save_pretrained(tmp_path / "detector")  # no nearest-state term: its stale reference goes
+    assert not reference_file.exists() and HybridGRUAnomalyDetector.from_pretrained(tmp_path / "detector").score(
+        series
+    ).shape == (15,)
+    detector.save_pretrained(tmp_path / "detector")
+    reference_file.unlink()
+    with pytest.raises(ValueError, match="anomaly_reference_states.safetensors"):
+        HybridGRUAnomalyDetector.from_pretrained(tmp_path / "detector")
+    detector = make_detector()
+    detector.save_pretrained(tmp_path / "detector")
     model = AutoModelForTimeSeriesPrediction.from_pretrained(tmp_path / "detector")  # a plain model folder too
     assert type(model).__name__ == "HybridGRUForTimeSeriesPrediction"
     with pytest.raises(ValueError, match="anomaly_detector.json"):

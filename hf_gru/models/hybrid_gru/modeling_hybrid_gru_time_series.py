@@ -62,6 +62,10 @@ class HybridGRUForTimeSeriesPredictionOutput(ModelOutput):
         Scaling statistics used: `original = scaled * scale + loc`. Pass them back with `cache` when streaming.
     cache (`Cache`, *optional*, returned when `use_cache=True`):
         The backbone state after the last patch; pass it to the next call to continue the series.
+    forecast_hidden_states (`torch.Tensor` of shape `(batch_size, num_input_channels, num_placeholders, hidden_size)`):
+        The final-norm hidden state of each forecasting placeholder (`forward`: one per future patch;
+        `forecast_every_step`: one per patch of the context), which the head reads the forecast from: a summary of the
+        context before it, e.g. to compare states by, as the anomaly detector does.
     """
 
     loss: torch.Tensor | None = None
@@ -72,6 +76,7 @@ class HybridGRUForTimeSeriesPredictionOutput(ModelOutput):
     cache: Cache | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
+    forecast_hidden_states: torch.Tensor | None = None
 
 
 def check_series(
@@ -277,6 +282,7 @@ class HybridGRUForTimeSeriesPrediction(HybridGRUPreTrainedModel):
             cache=cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            forecast_hidden_states=hidden.unflatten(0, (batch, channels)),
         )
 
     def forecast_every_step(
@@ -328,6 +334,7 @@ class HybridGRUForTimeSeriesPrediction(HybridGRUPreTrainedModel):
             loc=loc,
             scale=scale,
             cache=cache if returned_cache else None,
+            forecast_hidden_states=hidden.unflatten(0, (batch, channels)),
         )
 
     def _placeholder_after_every_token(self, tokens: torch.Tensor, cache: Cache) -> torch.Tensor:

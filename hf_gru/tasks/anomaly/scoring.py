@@ -1,9 +1,10 @@
-"""The scoring arithmetic of the anomaly detector: robust residual scales, channel combination, the centred moving
-average and the alarm thresholds (a quantile, or peaks over threshold)."""
+"""The scoring arithmetic of the anomaly detector: robust residual scales, channel combination, nearest-state
+distances, the centred moving average and the alarm thresholds (a quantile, or peaks over threshold)."""
 
 import math
 
 import numpy as np
+import torch
 
 MAD_TO_STD = 1.4826  # MAD of a normal distribution times this is its standard deviation
 MINIMUM_SCALE = 1e-6
@@ -62,6 +63,33 @@ def combined_z_scores(residuals, observed, median, scale) -> np.ndarray:
     square (|z| for one channel; 0 for a step with no observed channel)."""
     z = np.where(observed > 0, (residuals - median) / scale, 0.0)
     return np.sqrt((z**2).sum(1) / np.maximum(observed.sum(1), 1.0))
+
+
+def nearest_state_distances(states: np.ndarray, reference: torch.Tensor, chunk: int = 2048) -> np.ndarray:
+    """Euclidean distance (n, C) from each state (n, C, D) to its nearest neighbour among the reference states (C, M, D
+    float64 tensor) of the same channel. The neighbour is found by a float32 matrix product on states centred on the
+    reference mean, the distance to it is then taken in float64: the batched and the stepwise scorer's states differ
+    by float32 rounding, which a float32 distance between nearby states would magnify."""
+    out = np.empty(states.shape[:2])
+    centre = reference.mean(1, keepdim=True)  # (C, 1, D)
+    centred = (reference - centre).float()
+    norms = (centred * centred).sum(-1)  # (C, M)
+    queries = torch.as_tensor(states, dtype=torch.float64)
+    for channel in range(states.shape[1]):
+        for start in range(0, len(queries), chunk):
+            block = queries[start : start + chunk, channel]  # (b, D)
+            # argmin over the reference of |y|^2 - 2 x.y, i.e. of |x - y|^2
+            nearest = torch.addmm(norms[channel], (block - centre[channel]).float(), centred[channel].T, alpha=-2)
+            neighbours = reference[channel][nearest.argmin(1)]  # (b, D)
+            out[start : start + chunk, channel] = torch.linalg.vector_norm(block - neighbours, dim=-1).numpy()
+    return out
+
+
+def nearest_state_z_scores(distances, observed, median, scale) -> np.ndarray:
+    """Robust z-scores of nearest-state distances (n, C), averaged over the observed channels of each step (0 for a
+    step with no observed channel)."""
+    z = np.where(observed > 0, (distances - median) / scale, 0.0)
+    return z.sum(1) / np.maximum(observed.sum(1), 1.0)
 
 
 class CenteredMean:
